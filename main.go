@@ -1,0 +1,64 @@
+// Command rsync-ssl-shim runs rsync's daemon protocol over TLS without a
+// persistent daemon: "serve" terminates TLS on a connection handed over by
+// systemd or inetd and bridges it to a fresh "rsync --daemon"; "connect" is
+// the matching --rsh helper for the client; "rsync" wraps rsync with it;
+// "check" walks every hop to a server.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+
+// Exit codes shared by every command. rsync's own status is passed through
+// unchanged when rsync itself failed.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+const topUsage = `rsync-ssl-shim: rsync's daemon protocol over TLS, with no daemon to babysit.
+
+Usage:
+  rsync-ssl-shim serve   [flags]          TLS on a connection from systemd/inetd, bridged to rsync --daemon
+  rsync-ssl-shim connect [flags] HOST ... --rsh helper: TLS to HOST:874 on behalf of rsync
+  rsync-ssl-shim rsync   [RSYNC ARGS...]  run rsync with "connect" as its --rsh (like rsync-ssl)
+  rsync-ssl-shim check   [flags] HOST[:PORT] [MODULE]
+                                          walk every hop to a server and say which works
+  rsync-ssl-shim version                  print the version
+
+Run "rsync-ssl-shim COMMAND --help" for the flags of a command.
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(args[1:], stdout, stderr)
+	case "connect":
+		return runConnect(args[1:], stdin, stdout, stderr)
+	case "rsync":
+		return runRsync(args[1:], stdout, stderr)
+	case "check":
+		return runCheck(args[1:], stdout, stderr)
+	case "version", "--version", "-V":
+		fmt.Fprintf(stdout, "rsync-ssl-shim %s\n", version)
+		return exitOK
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, topUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "rsync-ssl-shim: unknown command %q\n\n%s", args[0], topUsage)
+		return exitUsage
+	}
+}
