@@ -1,0 +1,113 @@
+package activation
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestClassify(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	lf, _ := l.(*net.TCPListener).File()
+	defer lf.Close()
+	if k, err := classify(int(lf.Fd())); k != sockListening || err != nil {
+		t.Errorf("listener: %v %v", k, err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cf, _ := c.(*net.TCPConn).File()
+	defer cf.Close()
+	if k, err := classify(int(cf.Fd())); k != sockConnected || err != nil {
+		t.Errorf("connection: %v %v", k, err)
+	}
+	fds, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if k, err := classify(fds[0]); k != sockNone || err == nil || !strings.Contains(err.Error(), "not a TCP one") {
+		t.Errorf("unix socket: %v %v", k, err)
+	}
+	p := make([]int, 2)
+	unix.Pipe(p)
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if k, err := classify(p[0]); k != sockNone || err != nil {
+		t.Errorf("pipe: %v %v", k, err)
+	}
+}
+
+func TestDetectListen(t *testing.T) {
+	t.Setenv("LISTEN_PID", "")
+	src, err := Detect([]string{"127.0.0.1:0", "[::1]:0"})
+	if err != nil {
+		if strings.Contains(err.Error(), "[::1]") {
+			t.Skip("no IPv6 loopback")
+		}
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if len(src.Listeners) != 2 || src.Mode != "--listen" {
+		t.Fatalf("got %+v", src)
+	}
+	if _, err := Detect(nil); err != ErrNoConnection {
+		t.Fatalf("Detect(nil) = %v, want ErrNoConnection", err)
+	}
+}
+
+func TestServeMaxConnsAndExitIdle(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active, peak atomic.Int32
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		Serve(context.Background(), []net.Listener{l}, LoopConfig{MaxConns: 2, ExitIdle: 300 * time.Millisecond},
+			func(ctx context.Context, c net.Conn) {
+				n := active.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				<-release
+				active.Add(-1)
+				c.Close()
+			})
+		close(done)
+	}()
+	var conns []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if p := peak.Load(); p != 2 {
+		t.Errorf("peak concurrency %d, want 2", p)
+	}
+	close(release)
+	for _, c := range conns {
+		c.Close()
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("loop did not exit when idle")
+	}
+}

@@ -1,0 +1,140 @@
+package tlsbridge
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tlsPair returns a connected TLS client and server over loopback TCP, and
+// the server's raw socket.
+func tlsPair(t *testing.T) (client *tls.Conn, server *tls.Conn, raw net.Conn) {
+	t.Helper()
+	dir := t.TempDir()
+	p := selfSigned(t, dir, "s", time.Now().Add(time.Hour), "localhost")
+	store, _, err := LoadCerts([]CertPair{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ch := make(chan net.Conn, 1)
+	go func() { c, _ := l.Accept(); ch <- c }()
+	cc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = <-ch
+	server = tls.Server(raw, ServerTLSConfig(store, tls.VersionTLS12))
+	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return client, server, raw
+}
+
+// TestBridgeHalfClose plays rsync on one end of a real pair: the client's
+// close_notify must reach "rsync" as EOF while rsync keeps sending, and
+// rsync's close must reach the client as a clean EOF after every byte.
+func TestBridgeHalfClose(t *testing.T) {
+	for _, kind := range []PairKind{PairTCP, PairUnix} {
+		t.Run(kind.String(), func(t *testing.T) {
+			client, server, raw := tlsPair(t)
+			pair, err := NewPair(kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rsyncEnd, err := net.FileConn(pair.Theirs)
+			pair.Theirs.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := make([]byte, 3<<20)
+			down := make([]byte, 5<<20)
+			rand.Read(up)
+			rand.Read(down)
+
+			// "rsync": read everything up to EOF, then answer, then close.
+			rsyncGot := make(chan []byte, 1)
+			go func() {
+				b, _ := io.ReadAll(rsyncEnd)
+				rsyncGot <- b
+				rsyncEnd.Write(down)
+				rsyncEnd.Close()
+			}()
+			done := make(chan Stats, 1)
+			go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+
+			if _, err := client.Write(up); err != nil {
+				t.Fatal(err)
+			}
+			client.CloseWrite()
+			got, err := io.ReadAll(client)
+			if err != nil {
+				t.Fatalf("client read: %v", err)
+			}
+			if !bytes.Equal(got, down) {
+				t.Fatalf("client got %d bytes, want %d identical", len(got), len(down))
+			}
+			if b := <-rsyncGot; !bytes.Equal(b, up) {
+				t.Fatalf("rsync got %d bytes, want %d identical", len(b), len(up))
+			}
+			client.Close()
+			select {
+			case st := <-done:
+				if st.Err != nil || st.In != int64(len(up)) || st.Out != int64(len(down)) {
+					t.Fatalf("stats %+v", st)
+				}
+				if !bytes.Equal(st.Head, up[:headLen]) {
+					t.Fatal("head not recorded")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("bridge did not finish")
+			}
+		})
+	}
+}
+
+// TestBridgeClientVanishes: a client reset mid-transfer must end the
+// bridge at once and close rsync's side, with the error reported.
+func TestBridgeClientVanishes(t *testing.T) {
+	client, server, raw := tlsPair(t)
+	pair, err := NewPair(PairTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsyncEnd, _ := net.FileConn(pair.Theirs)
+	pair.Theirs.Close()
+	rsyncEOF := make(chan struct{})
+	go func() { io.Copy(io.Discard, rsyncEnd); close(rsyncEOF) }()
+	done := make(chan Stats, 1)
+	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+	client.Write([]byte("@RSYNCD: 32.0\n"))
+	client.NetConn().(*net.TCPConn).SetLinger(0)
+	client.NetConn().Close()
+	select {
+	case st := <-done:
+		if st.Err == nil {
+			t.Fatal("a reset client was not reported")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bridge hung after the client vanished")
+	}
+	select {
+	case <-rsyncEOF:
+	case <-time.After(5 * time.Second):
+		t.Fatal("rsync's side was not closed")
+	}
+}

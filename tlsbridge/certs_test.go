@@ -1,0 +1,129 @@
+package tlsbridge
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for names and its key into dir.
+func selfSigned(t *testing.T, dir, base string, notAfter time.Time, names ...string) CertPair {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     notAfter,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	p := CertPair{CertFile: filepath.Join(dir, base+".pem"), KeyFile: filepath.Join(dir, base+".key")}
+	os.WriteFile(p.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(p.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return p
+}
+
+func TestLoadCertsErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	day := time.Now().Add(24 * time.Hour)
+	a := selfSigned(t, dir, "a", day, "a.example")
+	b := selfSigned(t, dir, "b", day, "b.example")
+	enc := filepath.Join(dir, "enc.key")
+	os.WriteFile(enc, []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"), 0o600)
+	notPEM := filepath.Join(dir, "junk.pem")
+	os.WriteFile(notPEM, []byte("hello"), 0o600)
+
+	tests := []struct {
+		pair CertPair
+		want string
+	}{
+		{CertPair{a.CertFile, b.KeyFile}, "--key " + b.KeyFile + " does not belong to --cert " + a.CertFile},
+		{CertPair{a.CertFile, enc}, "--key " + enc + " is encrypted"},
+		{CertPair{notPEM, a.KeyFile}, "--cert " + notPEM + ": no PEM certificate"},
+		{CertPair{a.CertFile, notPEM}, "--key " + notPEM + ": no PEM private key"},
+		{CertPair{filepath.Join(dir, "missing.pem"), a.KeyFile}, "--cert: open "},
+	}
+	for _, tc := range tests {
+		_, _, err := LoadCerts([]CertPair{tc.pair})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadCerts(%v) = %v, want %q", tc.pair, err, tc.want)
+		}
+	}
+	if _, _, err := LoadCerts(nil); err == nil {
+		t.Error("no pairs accepted")
+	}
+}
+
+func TestCertStoreSNIAndReload(t *testing.T) {
+	dir := t.TempDir()
+	day := time.Now().Add(24 * time.Hour)
+	a := selfSigned(t, dir, "a", day, "a.example")
+	b := selfSigned(t, dir, "b", day, "b.example", "*.b.example")
+	old := selfSigned(t, dir, "old", time.Now().Add(-time.Minute), "old.example")
+	s, warns, err := LoadCerts([]CertPair{a, b, old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "expired") {
+		t.Errorf("warnings = %v, want one about the expired certificate", warns)
+	}
+	pick := func(name string) string {
+		c, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: name, SupportedVersions: []uint16{tls.VersionTLS13},
+			SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Leaf.Subject.CommonName
+	}
+	for name, want := range map[string]string{"a.example": "a.example", "x.b.example": "b.example", "": "a.example", "other": "a.example"} {
+		if got := pick(name); got != want {
+			t.Errorf("SNI %q got %s want %s", name, got, want)
+		}
+	}
+	if s.Changed() {
+		t.Error("Changed before any change")
+	}
+	// Renew a in place: same names, new key.
+	time.Sleep(10 * time.Millisecond)
+	renewed := selfSigned(t, t.TempDir(), "a", day, "a.example")
+	for _, f := range [][2]string{{renewed.CertFile, a.CertFile}, {renewed.KeyFile, a.KeyFile}} {
+		data, _ := os.ReadFile(f[0])
+		os.WriteFile(f[1], data, 0o600)
+	}
+	if !s.Changed() {
+		t.Fatal("Changed missed a renewed file")
+	}
+	before := s.Default().Leaf.SerialNumber
+	if _, err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Default().Leaf.SerialNumber.Cmp(before) == 0 {
+		t.Error("Reload kept the old certificate")
+	}
+	// A broken renewal keeps the working certificate.
+	os.WriteFile(a.KeyFile, []byte("garbage"), 0o600)
+	if _, err := s.Reload(); err == nil {
+		t.Error("Reload accepted a broken key")
+	}
+	if s.Default().Leaf.SerialNumber.Cmp(before) == 0 {
+		t.Error("failed Reload dropped the good certificate")
+	}
+}
