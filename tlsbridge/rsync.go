@@ -2,6 +2,7 @@ package tlsbridge
 
 import (
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -49,9 +50,10 @@ type RsyncInfo struct {
 var rsyncVersionRe = regexp.MustCompile(`^3\.[0-9]{1,2}\.[0-9]{1,2}(?:[a-z]+[0-9]*)?$`)
 
 // ProbeRsync finds rsync on PATH (or at path) and reads its version and
-// daemon parameters out of the binary's strings. This costs a read of the
-// file from the page cache instead of an exec of "rsync --version" on every
-// connection, which would cost more than the whole TLS handshake.
+// daemon parameters out of the strings in the binary's .rodata section.
+// That costs tens of microseconds per connection, against several
+// milliseconds for running "rsync --version", more than the whole TLS
+// handshake.
 func ProbeRsync(path string) (*RsyncInfo, error) {
 	full, err := exec.LookPath(path)
 	if err != nil {
@@ -63,42 +65,68 @@ func ProbeRsync(path string) (*RsyncInfo, error) {
 		return nil, fmt.Errorf("rsync %s: %w", full, err)
 	}
 	defer f.Close()
-	head := make([]byte, 4)
-	if _, err := io.ReadFull(f, head); err != nil || string(head) != "\x7fELF" {
-		return info, nil
-	}
-	data, err := io.ReadAll(io.NewSectionReader(f, 0, 64<<20))
+	ef, err := elf.NewFile(f)
 	if err != nil {
-		return info, nil
+		return info, nil // a wrapper script: nothing can be read off it
+	}
+	var data []byte
+	if sec := ef.Section(".rodata"); sec != nil {
+		data, err = sec.Data()
+	}
+	if data == nil || err != nil {
+		// No usable .rodata: scan the whole file, bounded.
+		if data, err = io.ReadAll(io.LimitReader(f, 64<<20)); err != nil {
+			return info, nil
+		}
 	}
 	ScanRsyncBinary(data, info)
 	return info, nil
 }
 
-// ScanRsyncBinary fills info from the NUL-separated strings of an rsync
+// ScanRsyncBinary fills info from the NUL-terminated strings of an rsync
 // executable: the version is the one string shaped like "3.x.y" (the zlib
 // version that may sit beside it starts with 1), the parameters are their
 // names in the daemon parameter table.
 func ScanRsyncBinary(data []byte, info *RsyncInfo) {
 	info.Readable = true
-	var versions []string
-	for _, s := range bytes.Split(data, []byte{0}) {
-		if len(s) < 5 || len(s) > 24 {
+	info.HasProxyProtocol = hasCString(data, "proxy protocol")
+	info.HasProxyHosts = hasCString(data, "proxy protocol hosts")
+	var version string
+	found := 0
+	for rest := data; ; {
+		i := bytes.Index(rest, []byte("\x003."))
+		if i < 0 {
+			break
+		}
+		rest = rest[i+1:]
+		end := bytes.IndexByte(rest[:min(len(rest), 25)], 0)
+		if end < 0 {
 			continue
 		}
-		switch string(s) {
-		case "proxy protocol":
-			info.HasProxyProtocol = true
-		case "proxy protocol hosts":
-			info.HasProxyHosts = true
-		default:
-			if s[0] == '3' && rsyncVersionRe.Match(s) {
-				versions = append(versions, string(s))
-			}
+		if s := rest[:end]; rsyncVersionRe.Match(s) && string(s) != version {
+			version = string(s)
+			found++
 		}
 	}
-	if len(versions) == 1 {
-		info.Version = versions[0]
+	if found == 1 {
+		info.Version = version
+	}
+}
+
+// hasCString reports whether s appears in data as a whole NUL-terminated
+// string, not as the tail of a longer one.
+func hasCString(data []byte, s string) bool {
+	pat := []byte(s + "\x00")
+	for off := 0; ; {
+		i := bytes.Index(data[off:], pat)
+		if i < 0 {
+			return false
+		}
+		at := off + i
+		if at == 0 || data[at-1] == 0 {
+			return true
+		}
+		off = at + 1
 	}
 }
 

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Module-listing latency, measured side by side in one run: plain
+# "rsync --daemon" on TCP (no encryption, the floor) against rsync-ssl-shim
+# under socket activation (one shim and one rsync per connection, as
+# rsync-ssl.socket runs it), each with the clients a user would have.
+# Runs are interleaved, so machine noise hits every setup alike.
+#
+#   tests/bench/listing.sh [BINARY] [RUNS]      (defaults: ./rsync-ssl-shim 50)
+set -euo pipefail
+
+shim=$(readlink -f "${1:-./rsync-ssl-shim}")
+runs=${2:-50}
+for p in rsync rsync-ssl openssl systemd-socket-activate; do
+	command -v "$p" >/dev/null || { echo "needs $p" >&2; exit 1; }
+done
+
+dir=$(mktemp -d -t rsync-ssl-bench.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=localhost" \
+	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+mkdir -p "$dir/mod"
+cat >"$dir/rsyncd.conf" <<CONF
+use chroot = no
+uid = $(id -u)
+gid = $(id -g)
+[data]
+path = $dir/mod
+CONF
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+	echo $((20000 + RANDOM % 20000)); }
+wait_listen() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+plain=$(free_port)
+rsync --daemon --no-detach --address=127.0.0.1 --port="$plain" --config="$dir/rsyncd.conf" &
+pids+=($!)
+shimport=$(free_port)
+systemd-socket-activate --accept --inetd -l "127.0.0.1:$shimport" \
+	"$shim" serve --cert "$dir/cert.pem" --key "$dir/key.pem" --rsyncd-conf "$dir/rsyncd.conf" \
+	--rsync "$(command -v rsync)" 2>/dev/null &
+pids+=($!)
+wait_listen "$plain"
+wait_listen "$shimport"
+
+export RSYNC_SSL_CA_CERT="$dir/cert.pem" RSYNC_SSL_PORT="$shimport"
+have_connect=0
+"$shim" connect --help >/dev/null 2>&1 && have_connect=1
+
+names=("plain rsync daemon, TCP (floor)" "shim, stock rsync-ssl (openssl)")
+cmds=("rsync rsync://127.0.0.1:$plain/" "RSYNC_SSL_TYPE=openssl rsync-ssl localhost::")
+if [ "$have_connect" = 1 ]; then
+	names+=("shim, rsync-ssl-shim rsync")
+	cmds+=("$shim rsync localhost::")
+fi
+
+# Warm up caches once per setup, and check each lists the module.
+for c in "${cmds[@]}"; do
+	out=$(eval "$c" 2>&1) || { echo "failed: $c: $out" >&2; exit 1; }
+	grep -q data <<<"$out" || { echo "no module in listing from: $c" >&2; exit 1; }
+done
+
+for ((r = 0; r < runs; r++)); do
+	for i in "${!cmds[@]}"; do
+		t0=$(date +%s%N)
+		eval "${cmds[$i]}" >/dev/null 2>&1
+		t1=$(date +%s%N)
+		echo "$i $(((t1 - t0) / 1000))" >>"$dir/samples"
+	done
+done
+
+stats() { # microseconds on stdin → "median p95"
+	sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; i=int(NR*0.95+0.5); if(i<1)i=1; printf "%.2f %.2f\n", m/1000, a[i]/1000}'
+}
+floor=""
+printf '%-40s %10s %10s %8s\n' "setup ($runs runs each, interleaved)" "median ms" "p95 ms" "ratio"
+for i in "${!cmds[@]}"; do
+	read -r med p95 < <(awk -v i="$i" '$1==i {print $2}' "$dir/samples" | stats)
+	[ -z "$floor" ] && floor=$med
+	ratio=$(awk -v a="$med" -v b="$floor" 'BEGIN {printf "%.2f", a/b}')
+	printf '%-40s %10s %10s %8s\n' "${names[$i]}" "$med" "$p95" "${ratio}x"
+done
+echo "rsync $(rsync --version | head -1 | awk '{print $3}'), $(openssl version | awk '{print $1, $2}'), $(nproc) CPUs, $(date -u +%Y-%m-%d)"
