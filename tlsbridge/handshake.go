@@ -6,14 +6,28 @@ import (
 	"io"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-var offeredVersions = regexp.MustCompile(`client offered only unsupported versions: \[([0-9a-f ]*)\]`)
+// offeredVersions extracts the list from crypto/tls's "client offered only
+// unsupported versions: [301 302]". Plain string work: a regexp compiled at
+// start would cost every connection's process a third of a millisecond.
+func offeredVersions(msg string) (string, bool) {
+	const key = "client offered only unsupported versions: ["
+	i := strings.Index(msg, key)
+	if i < 0 {
+		return "", false
+	}
+	rest := msg[i+len(key):]
+	j := strings.IndexByte(rest, ']')
+	if j < 0 {
+		return "", false
+	}
+	return rest[:j], true
+}
 
 // explainHandshake turns crypto/tls's handshake error into what an admin
 // needs to know about the client: which versions it offered, whether it
@@ -24,16 +38,16 @@ var offeredVersions = regexp.MustCompile(`client offered only unsupported versio
 // list.
 func explainHandshake(err error, timeout time.Duration, hello []byte) string {
 	msg := err.Error()
-	if m := offeredVersions.FindStringSubmatch(msg); m != nil {
+	if list, ok := offeredVersions(msg); ok {
 		var names []string
-		if strings.TrimSpace(m[1]) == "" {
+		if strings.TrimSpace(list) == "" {
 			if v, ok := HelloVersion(hello); ok {
 				names = append(names, versionHuman(v))
 			} else {
 				names = append(names, "versions older than TLS 1.2")
 			}
 		}
-		for _, h := range strings.Fields(m[1]) {
+		for _, h := range strings.Fields(list) {
 			v, perr := strconv.ParseUint(h, 16, 16)
 			if perr != nil {
 				continue

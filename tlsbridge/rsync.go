@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,7 +46,41 @@ type RsyncInfo struct {
 	Readable bool
 }
 
-var rsyncVersionRe = regexp.MustCompile(`^3\.[0-9]{1,2}\.[0-9]{1,2}(?:[a-z]+[0-9]*)?$`)
+// isRsyncVersion matches "3.x.y" with an optional suffix such as "dev" or
+// "pre1": 3, then one or two digits, a dot, one or two digits, then letters
+// and digits.
+func isRsyncVersion(s []byte) bool {
+	if len(s) < 5 || s[0] != '3' || s[1] != '.' {
+		return false
+	}
+	i := 2
+	digits := func(max int) bool {
+		n := 0
+		for i < len(s) && n < max && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n > 0
+	}
+	if !digits(2) || i >= len(s) || s[i] != '.' {
+		return false
+	}
+	i++
+	if !digits(2) {
+		return false
+	}
+	letters := 0
+	for i < len(s) && s[i] >= 'a' && s[i] <= 'z' {
+		i++
+		letters++
+	}
+	if letters > 0 {
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	return i == len(s)
+}
 
 // ProbeRsync finds rsync on PATH (or at path) and reads its version and
 // daemon parameters out of the strings in the binary's .rodata section.
@@ -103,7 +136,7 @@ func ScanRsyncBinary(data []byte, info *RsyncInfo) {
 		if end < 0 {
 			continue
 		}
-		if s := rest[:end]; rsyncVersionRe.Match(s) && string(s) != version {
+		if s := rest[:end]; isRsyncVersion(s) && string(s) != version {
 			version = string(s)
 			found++
 		}

@@ -89,7 +89,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	}
 
 	deadline := start.Add(s.HandshakeTimeout)
-	pc, kind, err := sniff(raw, deadline)
+	pc, kind, err := sniff(newQuickAckConn(raw), deadline)
 	if err != nil {
 		return fail("tls handshake", "reading the client hello: %v", err)
 	}

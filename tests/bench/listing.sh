@@ -46,6 +46,24 @@ systemd-socket-activate --accept --inetd -l "127.0.0.1:$shimport" \
 	"$shim" serve --cert "$dir/cert.pem" --key "$dir/key.pem" --rsyncd-conf "$dir/rsyncd.conf" \
 	--rsync "$(command -v rsync)" 2>/dev/null &
 pids+=($!)
+stport=$(free_port)
+stunnel_bin=$(command -v stunnel4 || command -v stunnel || true)
+if [ -n "$stunnel_bin" ]; then
+	cat >"$dir/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 0
+[rsync]
+accept = 127.0.0.1:$stport
+cert = $dir/cert.pem
+key = $dir/key.pem
+exec = $(command -v rsync)
+execArgs = rsync --daemon --config=$dir/rsyncd.conf
+CONF
+	"$stunnel_bin" "$dir/stunnel.conf" 2>/dev/null &
+	pids+=($!)
+	wait_listen "$stport"
+fi
 wait_listen "$plain"
 wait_listen "$shimport"
 
@@ -55,6 +73,18 @@ have_connect=0
 
 names=("plain rsync daemon, TCP (floor)" "shim, stock rsync-ssl (openssl)")
 cmds=("rsync rsync://127.0.0.1:$plain/" "RSYNC_SSL_TYPE=openssl rsync-ssl localhost::")
+if [ -n "$stunnel_bin" ]; then
+	names+=("stunnel exec rsync (seed), rsync-ssl")
+	cmds+=("RSYNC_SSL_PORT=$stport RSYNC_SSL_TYPE=openssl rsync-ssl localhost::")
+fi
+if command -v socat >/dev/null; then
+	names+=("shim, socat client")
+	cmds+=("rsync --rsh=\"sh -c 'exec socat STDIO OPENSSL:localhost:$shimport,cafile=$dir/cert.pem' sh\" rsync://localhost/")
+	if [ -n "$stunnel_bin" ]; then
+		names+=("stunnel exec rsync (seed), socat client")
+		cmds+=("rsync --rsh=\"sh -c 'exec socat STDIO OPENSSL:localhost:$stport,cafile=$dir/cert.pem' sh\" rsync://localhost/")
+	fi
+fi
 if [ "$have_connect" = 1 ]; then
 	names+=("shim, rsync-ssl-shim rsync")
 	cmds+=("$shim rsync localhost::")
@@ -79,11 +109,11 @@ stats() { # microseconds on stdin → "median p95"
 	sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; i=int(NR*0.95+0.5); if(i<1)i=1; printf "%.2f %.2f\n", m/1000, a[i]/1000}'
 }
 floor=""
-printf '%-40s %10s %10s %8s\n' "setup ($runs runs each, interleaved)" "median ms" "p95 ms" "ratio"
+printf '%-44s %10s %10s %8s\n' "setup ($runs runs each, interleaved)" "median ms" "p95 ms" "ratio"
 for i in "${!cmds[@]}"; do
 	read -r med p95 < <(awk -v i="$i" '$1==i {print $2}' "$dir/samples" | stats)
 	[ -z "$floor" ] && floor=$med
 	ratio=$(awk -v a="$med" -v b="$floor" 'BEGIN {printf "%.2f", a/b}')
-	printf '%-40s %10s %10s %8s\n' "${names[$i]}" "$med" "$p95" "${ratio}x"
+	printf '%-44s %10s %10s %8s\n' "${names[$i]}" "$med" "$p95" "${ratio}x"
 done
 echo "rsync $(rsync --version | head -1 | awk '{print $3}'), $(openssl version | awk '{print $1, $2}'), $(nproc) CPUs, $(date -u +%Y-%m-%d)"
