@@ -191,8 +191,15 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	}
 	res.RsyncExit = ExitStatus(werr)
 	res.Module = ModuleRequested(bs.Head)
-	if bs.Err != nil {
+	switch {
+	case bs.Err != nil:
 		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, bs.Err)
+	case res.Out == 0 && res.RsyncExit != 0:
+		hint := ""
+		if s.Pair == PairUnix {
+			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
+		}
+		res.Err = fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", res.Peer, res.RsyncExit, hint)
 	}
 	return res
 }

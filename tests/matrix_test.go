@@ -1,0 +1,338 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rsyncVersion is one rsync the server side is tested with.
+type rsyncVersion struct {
+	Name  string   // as shown in the table
+	Path  string   // what --rsync points at
+	Extra []string // serve flags this version needs beyond the defaults
+	// Gets says what this version gets, for the table.
+	Gets string
+}
+
+// oldRsync returns Debian 12's rsync 3.2.7, unpacked by "make deps" into
+// tests/.cache (never installed over the system's rsync).
+func oldRsync(t *testing.T) string {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	p := filepath.Join(filepath.Dir(self), ".cache", "rsync-3.2.7", "usr", "bin", "rsync")
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("rsync 3.2.7 not unpacked at %s (make deps does it): %v", p, err)
+		}
+		t.Skipf("rsync 3.2.7 not unpacked at %s; run make deps", p)
+	}
+	return p
+}
+
+// inetOnlyRsync builds the stand-in for rsync after 3.5.0 (see
+// testdata/rsync-inet-only) around the system's rsync; record receives a
+// line per start with the mode that start took.
+func inetOnlyRsync(t *testing.T, real string) (path, record string) {
+	t.Helper()
+	dir := t.TempDir()
+	path = filepath.Join(dir, "rsync")
+	record = filepath.Join(dir, "starts")
+	_, self, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", path,
+		"-ldflags", fmt.Sprintf("-X main.realRsync=%s -X main.record=%s", real, record), ".")
+	cmd.Dir = filepath.Join(filepath.Dir(self), "testdata", "rsync-inet-only")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build rsync-inet-only: %v\n%s", err, out)
+	}
+	return path, record
+}
+
+// listenWatch samples the listening TCP sockets every few milliseconds
+// and records any that belongs to an rsync process or sits on port 873.
+type listenWatch struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	hits []string
+	n    int
+}
+
+func watchListeners(t *testing.T) *listenWatch {
+	ss := needTool(t, "ss")
+	w := &listenWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			out, _ := exec.CommandContext(ctx, ss, "-Hltnp").Output()
+			cancel()
+			w.mu.Lock()
+			w.n++
+			sc := bufio.NewScanner(strings.NewReader(string(out)))
+			for sc.Scan() {
+				l := sc.Text()
+				if strings.Contains(l, `(("rsync"`) || strings.Contains(l, ":873 ") {
+					w.hits = append(w.hits, l)
+				}
+			}
+			w.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+// Stop ends sampling and returns the offending sockets and how many
+// samples were taken.
+func (w *listenWatch) Stop() ([]string, int) {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hits, w.n
+}
+
+type matrixRow struct {
+	version, mode, pair, pull, push, real, deny, listen string
+}
+
+type clientRow struct {
+	version, client, clientRsync, result string
+}
+
+// TestVersionMatrix runs every server-side rsync (3.2.7, 3.5.0, and the
+// stand-in for rsync after 3.5.0) behind every systemd start mode, and
+// every stock client type with rsync 3.2.7 and 3.5.0 on the client. Each
+// cell proves pull, push, that rsync logged the client's real address
+// (127.0.0.7, while the shim talks to rsync over 127.0.0.1 or AF_UNIX),
+// that "hosts deny" on that address refuses it, and that no rsync process
+// listened on any port at any sampled moment. With UPDATE_MATRIX=1 it
+// rewrites the table in README.md.
+func TestVersionMatrix(t *testing.T) {
+	sys := rsyncPath(t)
+	old := oldRsync(t)
+	inetOnly, inetRecord := inetOnlyRsync(t, sys)
+	p := newPKI(t)
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src, 2, 100)
+
+	versions := []rsyncVersion{
+		{Name: "3.2.7 (Debian 12 main)", Path: old, Gets: "PROXY v2, `proxy protocol` alone; AF_UNIX pair"},
+		{Name: "3.5.0 (Debian 12 security)", Path: sys, Gets: "PROXY v2 with `proxy protocol hosts`; AF_UNIX pair"},
+		{Name: "after 3.5.0 (PR #1075)", Path: inetOnly, Extra: []string{"--proxy-protocol", "hosts"},
+			Gets: "PROXY v2 with `proxy protocol hosts`; loopback TCP pair"},
+	}
+	var (
+		mu   sync.Mutex
+		rows []matrixRow
+	)
+	for _, v := range versions {
+		for _, mode := range []string{"inetd", "listenfds", "acceptno"} {
+			t.Run(v.Name+"/"+mode, func(t *testing.T) {
+				row := matrixRow{version: v.Name, mode: modeName(mode), pair: "auto"}
+				defer func() {
+					mu.Lock()
+					rows = append(rows, row)
+					mu.Unlock()
+				}()
+				rd := newRsyncd(t, "hosts deny = 127.0.0.7")
+				copyTree(t, src, rd.Data)
+				s := startMode(t, mode, serveArgs(p, rd, v.Path, v.Extra...))
+				w := watchListeners(t)
+
+				dst := filepath.Join(t.TempDir(), "pulled")
+				out, code := rsyncSSL(t, s, p, "openssl", "-a", "localhost::data/", dst+"/")
+				row.pull = verdict(code == 0)
+				if code != 0 {
+					t.Errorf("pull: exit %d\n%s\nserver:\n%s", code, out, s.Log)
+				} else {
+					sameTree(t, src, dst)
+				}
+				out, code = rsyncSSL(t, s, p, "openssl", "-a", src+"/", "localhost::up/")
+				row.push = verdict(code == 0)
+				if code != 0 {
+					t.Errorf("push: exit %d\n%s", code, out)
+				} else {
+					sameTree(t, src, rd.Up)
+				}
+				out, code = socatPull(t, s, p, "127.0.0.7", "-a", "rsync://localhost/data/", t.TempDir()+"/")
+				log := rd.LogText(t)
+				denied := code != 0 && regexp.MustCompile(`rsync denied on module data from \S+ \(127\.0\.0\.7\)`).MatchString(log)
+				row.deny = verdict(denied)
+				row.real = verdict(strings.Contains(log, "(127.0.0.7)"))
+				if !denied {
+					t.Errorf("hosts deny = 127.0.0.7 did not refuse the client from 127.0.0.7 (exit %d):\n%s\nrsync log:\n%s", code, out, log)
+				}
+				hits, samples := w.Stop()
+				row.listen = fmt.Sprintf("never (%d samples)", samples)
+				if len(hits) > 0 {
+					row.listen = "LISTENED"
+					t.Errorf("an rsync listened during the session:\n%s", strings.Join(hits, "\n"))
+				}
+			})
+		}
+	}
+
+	// The stand-in must really have been handed AF_INET sockets: every
+	// start took inetd mode.
+	if b, err := os.ReadFile(inetRecord); err != nil || strings.Contains(string(b), "standalone") || !strings.Contains(string(b), "inetd") {
+		t.Errorf("rsync after 3.5.0 starts: %q (%v), want inetd mode only", b, err)
+	}
+
+	// Forcing --pair unix on such an rsync: it takes its standalone path,
+	// and the --address guard keeps it from listening.
+	t.Run("after 3.5.0/forced unix pair", func(t *testing.T) {
+		row := matrixRow{version: "after 3.5.0 (PR #1075)", mode: modeName("inetd"), pair: "unix (forced)", real: "-", deny: "-"}
+		defer func() { mu.Lock(); rows = append(rows, row); mu.Unlock() }()
+		rd := newRsyncd(t)
+		s := startMode(t, "inetd", serveArgs(p, rd, inetOnly, "--proxy-protocol", "hosts", "--pair", "unix"))
+		w := watchListeners(t)
+		out, code := rsyncSSL(t, s, p, "openssl", "localhost::")
+		hits, samples := w.Stop()
+		row.pull, row.push = "refused", "refused"
+		row.listen = fmt.Sprintf("never (%d samples)", samples)
+		if code == 0 {
+			t.Errorf("listing over an AF_UNIX pair worked against rsync after 3.5.0:\n%s", out)
+		}
+		if len(hits) > 0 {
+			row.listen = "LISTENED"
+			t.Errorf("rsync listened:\n%s", strings.Join(hits, "\n"))
+		}
+		want := "rsync exited with status 10 before its greeting (see rsync's log; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp)"
+		if !waitFor(func() bool { return strings.Contains(s.Log.String(), want) }, 5*time.Second) {
+			t.Errorf("serve's log lacks %q:\n%s", want, s.Log)
+		}
+		if log := rd.LogText(t); !strings.Contains(log, "unable to bind any inbound sockets") {
+			t.Errorf("rsync's log does not show the refused bind:\n%s", log)
+		}
+	})
+
+	// Clients: stock rsync-ssl of both types, with rsync 3.2.7 and 3.5.0
+	// on the client side, against each server version.
+	var crows []clientRow
+	oldBin := t.TempDir()
+	if err := os.Symlink(old, filepath.Join(oldBin, "rsync")); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range versions {
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "inetd", serveArgs(p, rd, v.Path, v.Extra...))
+		for _, client := range []string{"openssl", "stunnel"} {
+			for _, cv := range []struct{ name, pathDir string }{{"3.2.7", oldBin}, {"3.5.0", ""}} {
+				t.Run(fmt.Sprintf("%s/client %s rsync %s", v.Name, client, cv.name), func(t *testing.T) {
+					r := clientRow{version: v.Name, client: "rsync-ssl (" + client + ")", clientRsync: cv.name, result: "fails"}
+					defer func() { crows = append(crows, r) }()
+					args := []string{"-a", "localhost::data/", t.TempDir() + "/"}
+					if cv.pathDir != "" {
+						// rsync-ssl runs "rsync" from PATH; put 3.2.7 first.
+						t.Setenv("PATH", cv.pathDir+":"+os.Getenv("PATH"))
+					}
+					out, code := rsyncSSL(t, s, p, client, args...)
+					if code != 0 {
+						t.Fatalf("pull: exit %d\n%s", code, out)
+					}
+					dst := args[2]
+					sameTree(t, src, dst)
+					ver, _ := runCmd(t, 10*time.Second, nil, "rsync", "--version")
+					if !strings.Contains(ver, "version "+cv.name) {
+						t.Fatalf("client rsync is not %s: %s", cv.name, strings.SplitN(ver, "\n", 2)[0])
+					}
+					r.result = "pull works, SHA-256 match"
+				})
+			}
+		}
+	}
+
+	table := renderMatrix(versions, rows, crows)
+	t.Logf("\n%s", table)
+	if os.Getenv("UPDATE_MATRIX") == "1" && !t.Failed() {
+		updateReadmeMatrix(t, table)
+	}
+}
+
+func modeName(m string) string {
+	switch m {
+	case "inetd":
+		return "Accept=yes, fd 0"
+	case "listenfds":
+		return "Accept=yes, LISTEN_FDS"
+	case "acceptno":
+		return "Accept=no (accept loop)"
+	}
+	return m
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func waitFor(cond func() bool, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cond()
+}
+
+func renderMatrix(versions []rsyncVersion, rows []matrixRow, crows []clientRow) string {
+	var b strings.Builder
+	b.WriteString("| server rsync | started by | pair | pull | push | real client address in rsync's log | `hosts deny` on it | rsync listening |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].version < rows[j].version })
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.version, r.mode, r.pair, r.pull, r.push, r.real, r.deny, r.listen)
+	}
+	b.WriteString("\n| server rsync | client | client rsync | result |\n|---|---|---|---|\n")
+	for _, r := range crows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.version, r.client, r.clientRsync, r.result)
+	}
+	b.WriteString("\n| server rsync | what it gets with the defaults |\n|---|---|\n")
+	for _, v := range versions {
+		fmt.Fprintf(&b, "| %s | %s |\n", v.Name, v.Gets)
+	}
+	return b.String()
+}
+
+// updateReadmeMatrix replaces the text between the matrix markers in
+// README.md with table.
+func updateReadmeMatrix(t *testing.T, table string) {
+	_, self, _, _ := runtime.Caller(0)
+	readme := filepath.Join(filepath.Dir(filepath.Dir(self)), "README.md")
+	b, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- version-matrix:begin -->\n", "<!-- version-matrix:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the %q/%q markers", begin, end)
+	}
+	s = s[:i+len(begin)] + table + s[j:]
+	if err := os.WriteFile(readme, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
