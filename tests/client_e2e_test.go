@@ -2,7 +2,10 @@ package tests
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -63,4 +66,29 @@ func TestClientAgainstServe(t *testing.T) {
 	out := startBg(t, exec.Command(shimBin, "serve", "--listen", addr, "--cert", pki.Cert, "--key", pki.Key, "--rsync-config", rd.Conf))
 	waitPortOr(t, addr, 10*time.Second, out)
 	roundTrip(t, rd, fmt.Sprintf("rsyncs://127.0.0.1:%d/", port), []string{"RSYNC_SSL_CA_CERT=" + pki.CA})
+}
+
+// rsync splits --rsh itself (quotes group, a doubled quote is one quote),
+// so the wrapper must quote its own path that way: run it from a directory
+// whose name has a space and a quote.
+func TestClientRsyncOddBinaryPath(t *testing.T) {
+	pki := newPKI(t)
+	rd := newClientRsyncd(t)
+	port := startStunnelRsync(t, pki.Cert, pki.Key, rd, "127.0.0.1")
+	dir := filepath.Join(t.TempDir(), "it's a dir")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "rsync-ssl-shim")
+	data, err := os.ReadFile(shimBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCmd(t, time.Minute, []string{"RSYNC_SSL_CA_CERT=" + pki.CA}, bin, "rsync", fmt.Sprintf("rsyncs://127.0.0.1:%d/", port))
+	if code != 0 || !strings.Contains(out, "data") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
 }

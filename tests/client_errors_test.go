@@ -77,7 +77,7 @@ func TestClientCertificateErrors(t *testing.T) {
 		want       []string
 	}{
 		{name: "unknown CA", cert: pki.Cert, key: pki.Key, listen: "127.0.0.1", host: "127.0.0.1",
-			env: []string{"RSYNC_SSL_CA_CERT=" + other.CA},
+			env:  []string{"RSYNC_SSL_CA_CERT=" + other.CA},
 			want: []string{"rsync-ssl-shim connect: tls handshake with 127.0.0.1:", "certificate signed by unknown authority", other.CA + " did not sign it"}},
 		{name: "unknown CA system roots", cert: pki.Cert, key: pki.Key, listen: "127.0.0.1", host: "127.0.0.1",
 			want: []string{"tls handshake with 127.0.0.1:", "certificate signed by unknown authority", "pass --ca FILE or set RSYNC_SSL_CA_CERT"}},
