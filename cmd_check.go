@@ -105,6 +105,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		enc.Encode(r)
 	} else {
 		printReport(stdout, r, warn)
@@ -121,18 +122,16 @@ func printReport(w io.Writer, r tlsbridge.Report, warn string) {
 		if !h.OK {
 			status = "FAIL"
 		}
-		line := h.Detail
-		if !h.OK {
-			if line != "" {
-				fmt.Fprintf(w, "%s  %-7s %9.2f ms  %s\n", status, h.Hop, h.Millis, line)
-				line = ""
-				status, h.Hop = "    ", ""
-			}
-			line = h.Error
+		detail := h.Detail
+		if !h.OK && detail == "" {
+			detail, h.Error = h.Error, ""
 		}
-		fmt.Fprintf(w, "%s  %-7s %9.2f ms  %s\n", status, h.Hop, h.Millis, line)
-		if !h.OK && h.Hint != "" {
-			fmt.Fprintf(w, "try:  %s\n", h.Hint)
+		fmt.Fprintf(w, "%s  %-7s %8.2f ms  %s\n", status, h.Hop, h.Millis, detail)
+		if h.Error != "" {
+			fmt.Fprintf(w, "      error: %s\n", h.Error)
+		}
+		if h.Hint != "" {
+			fmt.Fprintf(w, "      try: %s\n", h.Hint)
 		}
 	}
 	if warn != "" {
