@@ -233,3 +233,21 @@ func TestClientRsyncRefusesNonDaemonTarget(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
+
+// A server that demands a client certificate: RSYNC_SSL_CERT/RSYNC_SSL_KEY
+// satisfy it, and without them the message says what is missing.
+func TestClientCertificateAuth(t *testing.T) {
+	pki := newPKI(t)
+	clientCert, clientKey := pki.Issue(t, "client", CertOpts{CN: "backup-client", Client: true})
+	rd := newClientRsyncd(t)
+	port := startStunnelRsync(t, pki.Cert, pki.Key, rd, "127.0.0.1", "verifyChain = yes", "CAfile = "+pki.CA, "requireCert = yes")
+	url := fmt.Sprintf("rsync://127.0.0.1:%d/", port)
+	out, code := shim(t, []string{"RSYNC_SSL_CA_CERT=" + pki.CA, "RSYNC_SSL_CERT=" + clientCert, "RSYNC_SSL_KEY=" + clientKey}, "rsync", url)
+	if code != 0 || !strings.Contains(out, "data") {
+		t.Fatalf("with a client certificate: exit %d:\n%s", code, out)
+	}
+	out, code = shim(t, []string{"RSYNC_SSL_CA_CERT=" + pki.CA}, "rsync", url)
+	if code == 0 || !strings.Contains(out, "rsync-ssl-shim connect: ") || !strings.Contains(out, "RSYNC_SSL_CERT/RSYNC_SSL_KEY") {
+		t.Fatalf("without a client certificate: exit %d:\n%s", code, out)
+	}
+}

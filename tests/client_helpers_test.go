@@ -17,7 +17,7 @@ import (
 
 // startStunnelRsync runs the seed's setup: stunnel terminating TLS on
 // host:port and starting "rsync --daemon" per connection (exec/execArgs).
-func startStunnelRsync(t *testing.T, certFile, keyFile string, rd *Rsyncd, host string) int {
+func startStunnelRsync(t *testing.T, certFile, keyFile string, rd *Rsyncd, host string, extra ...string) int {
 	t.Helper()
 	stunnel := needTool(t, "stunnel4", "stunnel")
 	rsync := needTool(t, "rsync")
@@ -33,7 +33,8 @@ cert = %s
 key = %s
 exec = %s
 execArgs = rsync --daemon --config=%s
-`, host+":"+strconv.Itoa(port), certFile, keyFile, rsync, rd.Conf) // stunnel wants IPv6 unbracketed
+%s
+`, host+":"+strconv.Itoa(port), certFile, keyFile, rsync, rd.Conf, strings.Join(extra, "\n")) // stunnel wants IPv6 unbracketed
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -205,7 +205,6 @@ func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {
 	he := &HopError{Hop: "tls handshake with", Peer: peer, Kind: KindOther, Err: err}
 	var ce *CertError
 	var rh tls.RecordHeaderError
-	var alert tls.AlertError
 	switch {
 	case errors.As(err, &ce):
 		he.Kind, he.Err, he.Hint = ce.Kind, ce, ce.Hint
@@ -221,24 +220,34 @@ func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {
 			he.Err = fmt.Errorf("%s does not speak TLS: it sent %q", d.Target(), rh.RecordHeader[:])
 			he.Hint = "check the port (--port, RSYNC_SSL_PORT)"
 		}
-	case errors.As(err, &alert):
-		he.Kind, he.Err = KindTLSAlert, fmt.Errorf("server refused: %w", err)
-		switch tls.AlertError(alert) {
-		case 116, 42, 43, 48, 49: // certificate_required, bad/unsupported certificate, unknown_ca, access_denied
-			he.Hint = "the server wants a client certificate it trusts: pass --cert/--key or set RSYNC_SSL_CERT/RSYNC_SSL_KEY"
-		case 70, 71: // protocol_version, insufficient_security
-			he.Hint = "the server and this client share no TLS version or cipher (this client needs TLS 1.2 or newer)"
-		}
+	case alertHint(err) != "":
+		he.Kind, he.Err, he.Hint = KindTLSAlert, fmt.Errorf("server refused: %w", err), alertHint(err)
 	case ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded):
 		he.Kind, he.Err = KindTimeout, fmt.Errorf("no answer within %v", d.Opts.ConnectTimeout)
 		he.Hint = "the port accepts connections but does not answer TLS; check the port"
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
 		he.Err = errors.New("server closed the connection during the handshake")
 		he.Hint = "it may refuse this client's address or want a client certificate (--cert/--key); its log says which"
-	case strings.Contains(err.Error(), "remote error"):
-		he.Kind = KindTLSAlert
 	}
 	return he
+}
+
+// alertHint says what to try about a TLS alert from the server. crypto/tls
+// reports those as a net.OpError "remote error" around an unexported type,
+// so the alert's text is all there is to go by.
+func alertHint(err error) string {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" {
+		return ""
+	}
+	msg := oe.Err.Error()
+	switch {
+	case strings.Contains(msg, "certificate"), strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "access denied"):
+		return "the server wants a client certificate it trusts: pass --cert/--key or set RSYNC_SSL_CERT/RSYNC_SSL_KEY"
+	case strings.Contains(msg, "protocol version"), strings.Contains(msg, "insufficient security"), strings.Contains(msg, "handshake failure"):
+		return "the server and this client share no TLS version or cipher (this client needs TLS 1.2 or newer)"
+	}
+	return "the server's log says why"
 }
 
 // Dial resolves, connects and handshakes, bounded by ConnectTimeout.

@@ -112,6 +112,11 @@ func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
 				he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				he.Err = fmt.Errorf("no rsync greeting within %v", timeout)
+			case alertHint(err) != "":
+				// With TLS 1.3 the server judges our certificate after
+				// the handshake has finished on our side, so its refusal
+				// arrives with the first read.
+				he.Kind, he.Err, he.Hint = KindTLSAlert, fmt.Errorf("server refused the session: %w", err), alertHint(err)
 			default:
 				he.Kind, he.Err, he.Hint = KindOther, err, ""
 			}
