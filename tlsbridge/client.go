@@ -168,7 +168,7 @@ func ClientConfig(o ClientOptions) (*tls.Config, error) {
 // CertError is a server certificate the policy refused; Leaf lets check
 // still show what the server presented.
 type CertError struct {
-	Kind ErrKind
+	Kind FailKind
 	Leaf *x509.Certificate
 	Err  error
 	Hint string
@@ -181,7 +181,7 @@ const dateFmt = "2006-01-02 15:04:05 UTC"
 
 func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptions, now time.Time) error {
 	if len(certs) == 0 {
-		return &CertError{Kind: KindOther, Err: errors.New("server sent no certificate")}
+		return &CertError{Kind: FailOther, Err: errors.New("server sent no certificate")}
 	}
 	leaf := certs[0]
 	if len(o.Pins) > 0 {
@@ -195,7 +195,7 @@ func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptio
 			for i, p := range o.Pins {
 				want[i] = p.String()
 			}
-			return &CertError{Kind: KindPinMismatch, Leaf: leaf,
+			return &CertError{Kind: FailPinMismatch, Leaf: leaf,
 				Err:  fmt.Errorf("server key %s does not match --pin %s", got, strings.Join(want, ", ")),
 				Hint: "if the server's key changed on purpose, pin " + got.String()}
 		}
@@ -224,11 +224,11 @@ func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptio
 			if o.Trust == TrustCAFile {
 				hint = o.CAFile + " did not sign it: pass the CA that did with --ca or RSYNC_SSL_CA_CERT"
 			}
-			return &CertError{Kind: KindUnknownAuthority, Leaf: leaf,
+			return &CertError{Kind: FailUnknownAuthority, Leaf: leaf,
 				Err:  fmt.Errorf("certificate signed by unknown authority %q", leaf.Issuer.String()),
 				Hint: hint}
 		}
-		return &CertError{Kind: KindOther, Leaf: leaf, Err: fmt.Errorf("certificate: %w", err)}
+		return &CertError{Kind: FailOther, Leaf: leaf, Err: fmt.Errorf("certificate: %w", err)}
 	}
 	if o.SkipHostnameCheck {
 		return nil
@@ -242,7 +242,7 @@ func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptio
 		} else {
 			have = "certificate is for " + strings.Join(names, ", ")
 		}
-		return &CertError{Kind: KindNameMismatch, Leaf: leaf,
+		return &CertError{Kind: FailNameMismatch, Leaf: leaf,
 			Err:  fmt.Errorf("%s, not %s", have, name),
 			Hint: "connect with one of its names, pass --servername NAME, or set RSYNC_SSL_SKIP_HOSTNAME_CHECK=1"}
 	}
@@ -256,13 +256,13 @@ func checkDates(c *x509.Certificate, isLeaf bool, now time.Time) *CertError {
 	}
 	switch {
 	case now.After(c.NotAfter):
-		return &CertError{Kind: KindExpired,
+		return &CertError{Kind: FailExpired,
 			Err: fmt.Errorf("%s expired %s (valid %s to %s, now %s)", what,
 				c.NotAfter.UTC().Format(dateFmt), c.NotBefore.UTC().Format(dateFmt),
 				c.NotAfter.UTC().Format(dateFmt), now.UTC().Format(dateFmt)),
 			Hint: "the server must renew it; if it is not old, check this machine's clock"}
 	case now.Before(c.NotBefore):
-		return &CertError{Kind: KindNotYetValid,
+		return &CertError{Kind: FailNotYetValid,
 			Err: fmt.Errorf("%s not valid until %s (valid %s to %s, now %s)", what,
 				c.NotBefore.UTC().Format(dateFmt), c.NotBefore.UTC().Format(dateFmt),
 				c.NotAfter.UTC().Format(dateFmt), now.UTC().Format(dateFmt)),

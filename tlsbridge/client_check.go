@@ -30,16 +30,16 @@ type Report struct {
 
 // HopReport is one hop: what it found, how long it took, or why it broke.
 type HopReport struct {
-	Hop    string     `json:"hop"` // resolve, tcp, tls, rsync, module
-	OK     bool       `json:"ok"`
-	Millis float64    `json:"ms"`
-	Detail string     `json:"detail"`
-	Error  string     `json:"error,omitempty"`
-	Kind   ErrKind    `json:"kind,omitempty"`
-	Hint   string     `json:"hint,omitempty"`
-	Addrs  []string   `json:"addresses,omitempty"`
-	TLS    *TLSReport `json:"tls,omitempty"`
-	Rsync  *RsyncInfo `json:"rsync,omitempty"`
+	Hop    string        `json:"hop"` // resolve, tcp, tls, rsync, module
+	OK     bool          `json:"ok"`
+	Millis float64       `json:"ms"`
+	Detail string        `json:"detail"`
+	Error  string        `json:"error,omitempty"`
+	Kind   FailKind      `json:"kind,omitempty"`
+	Hint   string        `json:"hint,omitempty"`
+	Addrs  []string      `json:"addresses,omitempty"`
+	TLS    *TLSReport    `json:"tls,omitempty"`
+	Rsync  *DaemonAnswer `json:"rsync,omitempty"`
 }
 
 // TLSReport describes the session and the server certificate.
@@ -55,8 +55,8 @@ type TLSReport struct {
 	Verified string    `json:"verified"`
 }
 
-// RsyncInfo is what the daemon said.
-type RsyncInfo struct {
+// DaemonAnswer is what the daemon said.
+type DaemonAnswer struct {
 	Greeting string   `json:"greeting,omitempty"`
 	Protocol string   `json:"protocol,omitempty"`
 	Modules  []string `json:"modules,omitempty"`
@@ -81,7 +81,7 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 		h.Millis = math.Round(float64(time.Since(start).Microseconds())/10) / 100
 		h.OK = err == nil
 		if err != nil {
-			h.Error, h.Kind = err.Error(), KindOf(err)
+			h.Error, h.Kind = err.Error(), FailKindOf(err)
 			var he *HopError
 			if errors.As(err, &he) {
 				h.Hint = he.Hint
@@ -149,23 +149,23 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 	defer c.Close()
 
 	br := bufio.NewReader(c)
-	info := &RsyncInfo{}
+	info := &DaemonAnswer{}
 	if !step("rsync", func(ctx context.Context, h *HopReport) error {
 		h.Rsync = info
 		dl, _ := ctx.Deadline()
 		c.SetDeadline(dl)
 		if _, err := c.Write([]byte(ClientGreeting)); err != nil {
-			return &HopError{Hop: "rsync greeting to", Peer: c.Peer, Kind: KindOther, Err: err}
+			return &HopError{Hop: "rsync greeting to", Peer: c.Peer, Kind: FailOther, Err: err}
 		}
 		line, err := br.ReadString('\n')
 		line = strings.TrimRight(line, "\r\n")
 		if !strings.HasPrefix(line, RsyncGreeting) {
-			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: KindNotRsync,
+			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
 				Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
 			switch {
 			case line != "":
 				he.Err = fmt.Errorf("the TLS server is not an rsync daemon: it sent %q", clip(line))
-			case err != nil && errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+			case err != nil && errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
 				he.Err = fmt.Errorf("no rsync greeting within %v", timeout)
 			default:
 				he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
@@ -191,7 +191,7 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 			req = module
 		}
 		if _, err := c.Write([]byte(req + "\n")); err != nil {
-			return &HopError{Hop: "module request to", Peer: c.Peer, Kind: KindOther, Err: err}
+			return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: err}
 		}
 		for i := 0; i < 100000; i++ {
 			line, err := br.ReadString('\n')
@@ -219,7 +219,7 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 				if strings.Contains(line, "Unknown module") {
 					hint = "run check without MODULE to list the modules"
 				}
-				return &HopError{Hop: what + " at", Peer: c.Peer, Kind: KindOther,
+				return &HopError{Hop: what + " at", Peer: c.Peer, Kind: FailOther,
 					Err: fmt.Errorf("denied: %s", clip(line)), Hint: hint}
 			case module == "" && line != "" && !strings.HasPrefix(line, "@"):
 				name, _, _ := strings.Cut(line, "\t")
@@ -232,14 +232,14 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 			}
 			if err != nil {
 				e := errors.New("the daemon closed the connection before answering")
-				if isTimeout(err) {
+				if isNetTimeout(err) {
 					e = fmt.Errorf("no answer within %v", timeout)
 				}
-				return &HopError{Hop: "module request to", Peer: c.Peer, Kind: KindOther, Err: e,
+				return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: e,
 					Hint: "the server's log says why"}
 			}
 		}
-		return &HopError{Hop: "module request to", Peer: c.Peer, Kind: KindOther, Err: errors.New("answer too long")}
+		return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: errors.New("answer too long")}
 	})
 	r.OK = true
 	for _, h := range r.Hops {
@@ -279,7 +279,7 @@ func clip(s string) string {
 	return s
 }
 
-func isTimeout(err error) bool {
+func isNetTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }

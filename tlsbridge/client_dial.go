@@ -18,25 +18,25 @@ import (
 	"syscall"
 )
 
-// ErrKind classifies a client failure, for check's JSON and for tests.
-type ErrKind string
+// FailKind classifies a client failure, for check's JSON and for tests.
+type FailKind string
 
 const (
-	KindResolve          ErrKind = "resolve"
-	KindRefused          ErrKind = "refused"
-	KindTimeout          ErrKind = "timeout"
-	KindUnreachable      ErrKind = "unreachable"
-	KindUnknownAuthority ErrKind = "unknown-authority"
-	KindNameMismatch     ErrKind = "name-mismatch"
-	KindExpired          ErrKind = "expired"
-	KindNotYetValid      ErrKind = "not-yet-valid"
-	KindPinMismatch      ErrKind = "pin-mismatch"
-	KindPlainRsync       ErrKind = "plain-rsync"
-	KindNotTLS           ErrKind = "not-tls"
-	KindTLSAlert         ErrKind = "tls-alert"
-	KindNotRsync         ErrKind = "not-rsync"
-	KindTruncated        ErrKind = "truncated"
-	KindOther            ErrKind = "other"
+	FailResolve          FailKind = "resolve"
+	FailRefused          FailKind = "refused"
+	FailTimeout          FailKind = "timeout"
+	FailUnreachable      FailKind = "unreachable"
+	FailUnknownAuthority FailKind = "unknown-authority"
+	FailNameMismatch     FailKind = "name-mismatch"
+	FailExpired          FailKind = "expired"
+	FailNotYetValid      FailKind = "not-yet-valid"
+	FailPinMismatch      FailKind = "pin-mismatch"
+	FailPlainRsync       FailKind = "plain-rsync"
+	FailNotTLS           FailKind = "not-tls"
+	FailTLSAlert         FailKind = "tls-alert"
+	FailNotRsync         FailKind = "not-rsync"
+	FailTruncated        FailKind = "truncated"
+	FailOther            FailKind = "other"
 )
 
 // HopError names the hop and the peer of a failure and the fix to try:
@@ -44,7 +44,7 @@ const (
 type HopError struct {
 	Hop  string // "resolve", "tcp connect to", "tls handshake with", ...
 	Peer string
-	Kind ErrKind
+	Kind FailKind
 	Err  error
 	Hint string
 }
@@ -59,13 +59,13 @@ func (e *HopError) Error() string {
 
 func (e *HopError) Unwrap() error { return e.Err }
 
-// KindOf returns the class of a client error, KindOther if it has none.
-func KindOf(err error) ErrKind {
+// FailKindOf returns the class of a client error, FailOther if it has none.
+func FailKindOf(err error) FailKind {
 	var he *HopError
 	if errors.As(err, &he) {
 		return he.Kind
 	}
-	return KindOther
+	return FailOther
 }
 
 // Dialer opens TLS connections to one server with one policy.
@@ -105,7 +105,7 @@ func (d *Dialer) Resolve(ctx context.Context) ([]net.IP, error) {
 		err = errors.New("no addresses")
 	}
 	if err != nil {
-		he := &HopError{Hop: "resolve", Peer: d.Opts.Host, Kind: KindResolve, Err: err,
+		he := &HopError{Hop: "resolve", Peer: d.Opts.Host, Kind: FailResolve, Err: err,
 			Hint: "check the host name, or connect to an IP address"}
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {
@@ -113,7 +113,7 @@ func (d *Dialer) Resolve(ctx context.Context) ([]net.IP, error) {
 			case dnsErr.IsNotFound:
 				he.Err = errors.New("no such host")
 			case dnsErr.IsTimeout:
-				he.Kind, he.Err, he.Hint = KindTimeout, errors.New("lookup timed out"), "check the DNS servers in /etc/resolv.conf"
+				he.Kind, he.Err, he.Hint = FailTimeout, errors.New("lookup timed out"), "check the DNS servers in /etc/resolv.conf"
 			default:
 				he.Err = errors.New(dnsErr.Err)
 			}
@@ -148,17 +148,17 @@ func (d *Dialer) DialTCP(ctx context.Context, ips []net.IP) (net.Conn, net.IP, e
 }
 
 func (d *Dialer) tcpError(ctx context.Context, ip net.IP, err error) error {
-	he := &HopError{Hop: "tcp connect to", Peer: d.Peer(ip), Kind: KindOther, Err: err}
+	he := &HopError{Hop: "tcp connect to", Peer: d.Peer(ip), Kind: FailOther, Err: err}
 	var se syscall.Errno
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		he.Kind, he.Err = KindRefused, errors.New("connection refused")
+		he.Kind, he.Err = FailRefused, errors.New("connection refused")
 		he.Hint = "nothing listens on port " + d.Opts.Port + ": check the port (--port, RSYNC_SSL_PORT) and that the TLS service runs"
 	case ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded):
-		he.Kind, he.Err = KindTimeout, fmt.Errorf("timed out after %v", d.Opts.ConnectTimeout)
+		he.Kind, he.Err = FailTimeout, fmt.Errorf("timed out after %v", d.Opts.ConnectTimeout)
 		he.Hint = "a firewall may drop the connection; check host and port, or raise --connect-timeout"
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
-		he.Kind = KindUnreachable
+		he.Kind = FailUnreachable
 		if errors.As(err, &se) {
 			he.Err = se
 		}
@@ -202,7 +202,7 @@ func (d *Dialer) Handshake(ctx context.Context, raw net.Conn, ip net.IP) (*Conn,
 }
 
 func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {
-	he := &HopError{Hop: "tls handshake with", Peer: peer, Kind: KindOther, Err: err}
+	he := &HopError{Hop: "tls handshake with", Peer: peer, Kind: FailOther, Err: err}
 	var ce *CertError
 	var rh tls.RecordHeaderError
 	switch {
@@ -212,18 +212,18 @@ func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {
 		// A plain rsync daemon speaks first, so its greeting is what
 		// arrives where the ServerHello should be.
 		if bytes.HasPrefix(rh.RecordHeader[:], []byte("@RSYN")) {
-			he.Kind = KindPlainRsync
+			he.Kind = FailPlainRsync
 			he.Err = fmt.Errorf("%s speaks plain rsync, not TLS", d.Target())
 			he.Hint = "this is an unencrypted rsync daemon port: find the TLS port (--port, RSYNC_SSL_PORT; the usual one is 874)"
 		} else {
-			he.Kind = KindNotTLS
+			he.Kind = FailNotTLS
 			he.Err = fmt.Errorf("%s does not speak TLS: it sent %q", d.Target(), rh.RecordHeader[:])
 			he.Hint = "check the port (--port, RSYNC_SSL_PORT)"
 		}
 	case alertHint(err) != "":
-		he.Kind, he.Err, he.Hint = KindTLSAlert, fmt.Errorf("server refused: %w", err), alertHint(err)
+		he.Kind, he.Err, he.Hint = FailTLSAlert, fmt.Errorf("server refused: %w", err), alertHint(err)
 	case ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded):
-		he.Kind, he.Err = KindTimeout, fmt.Errorf("no answer within %v", d.Opts.ConnectTimeout)
+		he.Kind, he.Err = FailTimeout, fmt.Errorf("no answer within %v", d.Opts.ConnectTimeout)
 		he.Hint = "the port accepts connections but does not answer TLS; check the port"
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
 		he.Err = errors.New("server closed the connection during the handshake")

@@ -54,7 +54,7 @@ func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) erro
 	}
 	switch {
 	case down == nil && c.raw.sawEOF.Load():
-		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: KindTruncated,
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailTruncated,
 			Err:  errors.New("server closed the connection without close_notify"),
 			Hint: "the data may be cut short; the TLS server's log may say why"}
 	case down != nil:
@@ -66,9 +66,9 @@ func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) erro
 		if errors.As(down, &wErr) {
 			return fmt.Errorf("write to rsync: %w", wErr.err)
 		}
-		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: KindOther, Err: down}
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailOther, Err: down}
 	case upErr != nil:
-		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: KindOther, Err: fmt.Errorf("send: %w", upErr)}
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailOther, Err: fmt.Errorf("send: %w", upErr)}
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
 			if len(got) >= len(RsyncGreeting) {
 				break
 			}
-			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: KindNotRsync,
+			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
 				Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
 			switch {
 			case errors.Is(err, io.EOF):
@@ -116,9 +116,9 @@ func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
 				// With TLS 1.3 the server judges our certificate after
 				// the handshake has finished on our side, so its refusal
 				// arrives with the first read.
-				he.Kind, he.Err, he.Hint = KindTLSAlert, fmt.Errorf("server refused the session: %w", err), alertHint(err)
+				he.Kind, he.Err, he.Hint = FailTLSAlert, fmt.Errorf("server refused the session: %w", err), alertHint(err)
 			default:
-				he.Kind, he.Err, he.Hint = KindOther, err, ""
+				he.Kind, he.Err, he.Hint = FailOther, err, ""
 			}
 			return he
 		}
@@ -134,7 +134,7 @@ func notRsync(c *Conn, got []byte) error {
 	if len(got) > 40 {
 		got = got[:40]
 	}
-	return &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: KindNotRsync,
+	return &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
 		Err:  fmt.Errorf("the TLS server is not an rsync daemon: it sent %q instead of %q", got, RsyncGreeting),
 		Hint: "check the port; the TLS service must lead to rsync --daemon"}
 }

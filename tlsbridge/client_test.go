@@ -68,28 +68,28 @@ func TestVerifyServer(t *testing.T) {
 		leaf  *x509.Certificate
 		roots *x509.CertPool
 		o     ClientOptions
-		kind  ErrKind // "" = accepted
+		kind  FailKind // "" = accepted
 		msg   string
 	}{
 		{"name", good, ca.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile}, "", ""},
 		{"IPv4 SAN", good, ca.pool, ClientOptions{Host: "127.0.0.1", Trust: TrustCAFile}, "", ""},
 		{"IPv6 SAN", good, ca.pool, ClientOptions{Host: "::1", Trust: TrustCAFile}, "", ""},
-		{"wrong name", good, ca.pool, ClientOptions{Host: "example.org", Trust: TrustCAFile}, KindNameMismatch,
+		{"wrong name", good, ca.pool, ClientOptions{Host: "example.org", Trust: TrustCAFile}, FailNameMismatch,
 			"certificate is for localhost, 127.0.0.1, ::1, not example.org"},
 		{"servername", good, ca.pool, ClientOptions{Host: "192.0.2.1", ServerName: "localhost", Trust: TrustCAFile}, "", ""},
 		{"skip name", good, ca.pool, ClientOptions{Host: "example.org", Trust: TrustCAFile, SkipHostnameCheck: true}, "", ""},
-		{"unknown CA", good, other.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile, CAFile: "other.pem"}, KindUnknownAuthority,
+		{"unknown CA", good, other.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile, CAFile: "other.pem"}, FailUnknownAuthority,
 			`certificate signed by unknown authority "CN=unit CA"`},
-		{"unknown CA skip name", good, other.pool, ClientOptions{Host: "x", Trust: TrustCAFile, SkipHostnameCheck: true}, KindUnknownAuthority, "unknown authority"},
-		{"expired", old, ca.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile}, KindExpired,
+		{"unknown CA skip name", good, other.pool, ClientOptions{Host: "x", Trust: TrustCAFile, SkipHostnameCheck: true}, FailUnknownAuthority, "unknown authority"},
+		{"expired", old, ca.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile}, FailExpired,
 			"certificate expired " + old.NotAfter.UTC().Format(dateFmt)},
-		{"not yet valid", future, ca.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile}, KindNotYetValid,
+		{"not yet valid", future, ca.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile}, FailNotYetValid,
 			"certificate not valid until " + future.NotBefore.UTC().Format(dateFmt)},
 		{"no verification", old, nil, ClientOptions{Host: "x", Trust: TrustNone}, "", ""},
 		{"pin alone", good, nil, ClientOptions{Host: "x", Trust: TrustNone, Pins: []Pin{PinOf(good)}}, "", ""},
-		{"pin mismatch", good, nil, ClientOptions{Host: "x", Trust: TrustNone, Pins: []Pin{PinOf(old)}}, KindPinMismatch,
+		{"pin mismatch", good, nil, ClientOptions{Host: "x", Trust: TrustNone, Pins: []Pin{PinOf(old)}}, FailPinMismatch,
 			"server key " + PinOf(good).String() + " does not match --pin " + PinOf(old).String()},
-		{"pin and unknown CA", good, other.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile, Pins: []Pin{PinOf(good)}}, KindUnknownAuthority, ""},
+		{"pin and unknown CA", good, other.pool, ClientOptions{Host: "localhost", Trust: TrustCAFile, Pins: []Pin{PinOf(good)}}, FailUnknownAuthority, ""},
 		{"pin rollover", good, nil, ClientOptions{Host: "x", Trust: TrustNone, Pins: []Pin{PinOf(old), PinOf(good)}}, "", ""},
 	}
 	for _, c := range cases {
@@ -218,7 +218,7 @@ func TestPumpTruncated(t *testing.T) {
 	})
 	var out bytes.Buffer
 	err := Pump(c, strings.NewReader(""), &out, 5*time.Second)
-	if KindOf(err) != KindTruncated || !strings.Contains(err.Error(), "without close_notify") {
+	if FailKindOf(err) != FailTruncated || !strings.Contains(err.Error(), "without close_notify") {
 		t.Fatalf("got %v, want truncation", err)
 	}
 }
@@ -230,7 +230,7 @@ func TestPumpNotRsync(t *testing.T) {
 	})
 	var out bytes.Buffer
 	err := Pump(c, strings.NewReader(""), &out, 5*time.Second)
-	if KindOf(err) != KindNotRsync || !strings.Contains(err.Error(), `it sent "SSH-2.0-OpenSSH_9.2\r\n"`) {
+	if FailKindOf(err) != FailNotRsync || !strings.Contains(err.Error(), `it sent "SSH-2.0-OpenSSH_9.2\r\n"`) {
 		t.Fatalf("got %v", err)
 	}
 	if out.Len() != 0 {
