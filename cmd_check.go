@@ -68,11 +68,11 @@ func splitTarget(s string) (host, port, module string, err error) {
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flagSet("check")
+	fs := clientFlagSet("check")
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "JSON output")
-	if code, done := parseFlags(fs, checkUsage, args, stdout, stderr); done {
+	if code, done := parseClientFlags(fs, checkUsage, args, stdout, stderr); done {
 		return code
 	}
 	usageErr := func(err error) int {

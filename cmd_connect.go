@@ -168,10 +168,10 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 	return o, warn, nil
 }
 
-func flagSet(name string) *flag.FlagSet { return flag.NewFlagSet(name, flag.ContinueOnError) }
+func clientFlagSet(name string) *flag.FlagSet { return flag.NewFlagSet(name, flag.ContinueOnError) }
 
 // parseFlags runs fs and handles --help; done means return code.
-func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+func parseClientFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) (code int, done bool) {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	switch {
@@ -186,12 +186,12 @@ func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io
 }
 
 func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flagSet("connect")
+	fs := clientFlagSet("connect")
 	var cf clientFlags
 	cf.register(fs)
 	var user string
 	fs.StringVar(&user, "l", "", "user (ignored)")
-	if code, done := parseFlags(fs, connectUsage, args, stdout, stderr); done {
+	if code, done := parseClientFlags(fs, connectUsage, args, stdout, stderr); done {
 		return code
 	}
 	fail := func(code int, err error) int {
