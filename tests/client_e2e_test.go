@@ -63,7 +63,7 @@ func TestClientAgainstServe(t *testing.T) {
 	rd := newClientRsyncd(t)
 	port := freePort(t, "127.0.0.1")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	out := startBg(t, exec.Command(shimBin, "serve", "--listen", addr, "--cert", pki.Cert, "--key", pki.Key, "--rsync-config", rd.Conf))
+	out := startBg(t, exec.Command(shimBin, "serve", "--listen", addr, "--cert", pki.Cert, "--key", pki.Key, "--rsyncd-conf", rd.Conf))
 	waitPortOr(t, addr, 10*time.Second, out)
 	roundTrip(t, rd, fmt.Sprintf("rsyncs://127.0.0.1:%d/", port), []string{"RSYNC_SSL_CA_CERT=" + pki.CA})
 }
