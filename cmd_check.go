@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+)
+
+const checkUsage = `Usage: rsync-ssl-shim check [flags] HOST[:PORT] [MODULE]
+       rsync-ssl-shim check [flags] rsyncs://HOST[:PORT]/[MODULE]
+
+Walks every hop to an rsync-over-TLS server and prints one line per hop with
+its time: name lookup, TCP connect, TLS (version, cipher, certificate subject,
+issuer, names, days to expiry, key pin, verification), the rsync greeting
+(protocol version), then the module list, or with MODULE the module's answer
+(open, needs auth, denied). It stops at the first broken hop and says what to
+try. IPv6 addresses go in brackets when a port follows: [::1]:874.
+
+It verifies exactly as "connect" would with the same flags and environment
+(RSYNC_PORT, RSYNC_SSL_PORT, RSYNC_SSL_CA_CERT, RSYNC_SSL_CERT, RSYNC_SSL_KEY,
+RSYNC_SSL_SKIP_HOSTNAME_CHECK); see "rsync-ssl-shim connect --help".
+
+Flags:
+  --json                 print one JSON object instead of lines
+  --port PORT            TLS port (default: the one in the target, else as
+                         connect: $RSYNC_PORT, $RSYNC_SSL_PORT, 874)
+  --ca FILE              trust only these CA certificates (PEM)
+  --cert FILE            client certificate (PEM)
+  --key FILE             its key (PEM)
+  --servername NAME      name for SNI and the certificate check
+  --pin sha256:BASE64    accept exactly this server key (repeatable)
+  --skip-hostname-check  verify the chain but not the name
+  --insecure-skip-verify do not verify the server
+  --connect-timeout D    bound for each hop (default 30s)
+
+Exit status: 0 when every hop works, 1 when one is broken, 2 on a usage
+error.
+`
+
+// splitTarget reads HOST, HOST:PORT, [V6], [V6]:PORT, a bare IPv6 address,
+// or an rsyncs:// URL (whose module counts when MODULE is not given).
+func splitTarget(s string) (host, port, module string, err error) {
+	if tlsbridge.IsRsyncsURL(s) {
+		u, err := tlsbridge.ParseRsyncsURL(s)
+		return u.Host, u.Port, u.Module, err
+	}
+	h := s
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end > 0 && strings.HasPrefix(s[end+1:], ":") {
+			h, port = s[:end+1], s[end+2:]
+		}
+	} else if strings.Count(s, ":") == 1 {
+		h, port, _ = strings.Cut(s, ":")
+	}
+	if port != "" {
+		if port, err = tlsbridge.ParsePort(port); err != nil {
+			return "", "", "", fmt.Errorf("%q: %w", s, err)
+		}
+	}
+	host, err = tlsbridge.ParseHost(h)
+	return host, port, "", err
+}
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fs := clientFlagSet("check")
+	var cf clientFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "JSON output")
+	if code, done := parseClientFlags(fs, checkUsage, args, stdout, stderr); done {
+		return code
+	}
+	usageErr := func(err error) int {
+		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n\n%s", err, checkUsage)
+		return exitUsage
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usageErr(fmt.Errorf("want HOST[:PORT] [MODULE], got %d arguments", fs.NArg()))
+	}
+	host, port, module, err := splitTarget(fs.Arg(0))
+	if err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() == 2 {
+		module = fs.Arg(1)
+	}
+	if strings.ContainsAny(module, "\n\r") || strings.HasPrefix(module, "#") {
+		return usageErr(fmt.Errorf("invalid module name %q", module))
+	}
+	o, warn, err := cf.options(fs, host, port, os.LookupEnv)
+	if err != nil {
+		return usageErr(err)
+	}
+	d, err := tlsbridge.NewDialer(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n", err)
+		return exitUsage
+	}
+	r := tlsbridge.Check(context.Background(), d, module)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		enc.Encode(r)
+	} else {
+		printReport(stdout, r, warn)
+	}
+	if !r.OK {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func printReport(w io.Writer, r tlsbridge.Report, warn string) {
+	for _, h := range r.Hops {
+		status := "ok  "
+		if !h.OK {
+			status = "FAIL"
+		}
+		detail := h.Detail
+		if !h.OK && detail == "" {
+			detail, h.Error = h.Error, ""
+		}
+		fmt.Fprintf(w, "%s  %-7s %8.2f ms  %s\n", status, h.Hop, h.Millis, detail)
+		if h.Error != "" {
+			fmt.Fprintf(w, "      error: %s\n", h.Error)
+		}
+		if h.Hint != "" {
+			fmt.Fprintf(w, "      try: %s\n", h.Hint)
+		}
+	}
+	if warn != "" {
+		fmt.Fprintf(w, "warning: %s: the server is not verified\n", warn)
+	}
+	if r.OK {
+		fmt.Fprintf(w, "all %d hops work\n", len(r.Hops))
+	}
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Module listing over TLS: "rsync-ssl-shim rsync rsync://localhost:PORT/"
+# against stock "rsync-ssl" (openssl type, RSYNC_SSL_CA_CERT set), run
+# side by side (alternating) against the same stunnel + rsync --daemon
+# server on loopback. Prints the median, p10 and p90 wall time of each,
+# then what "check" says about a healthy and a broken server.
+#
+# usage: tests/bench/client-listing.sh [PATH-TO-rsync-ssl-shim] [RUNS]
+set -euo pipefail
+shim=$(realpath "${1:-./rsync-ssl-shim}")
+runs=${2:-50}
+for p in rsync rsync-ssl openssl stunnel; do
+  command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 1; }
+done
+
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+mkdir -p "$dir/data" "$dir/up"
+cat > "$dir/rsyncd.conf" <<CONF
+use chroot = no
+pid file =
+log file = $dir/rsyncd.log
+[data]
+path = $dir/data
+[up]
+path = $dir/up
+CONF
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$dir/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 3
+[rsync]
+accept = 127.0.0.1:$port
+cert = $dir/cert.pem
+key = $dir/key.pem
+exec = $(command -v rsync)
+execArgs = rsync --daemon --config=$dir/rsyncd.conf
+CONF
+stunnel "$dir/stunnel.conf" 2>"$dir/stunnel.log" &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+
+export RSYNC_SSL_CA_CERT="$dir/cert.pem"
+url="rsync://localhost:$port/"
+ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>"$dir/err" || { cat "$dir/err" >&2; exit 1; }; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
+: > "$dir/shim.txt"; : > "$dir/stock.txt"
+for _ in $(seq 2); do "$shim" rsync "$url" >/dev/null; RSYNC_SSL_TYPE=openssl rsync-ssl "$url" >/dev/null 2>&1; done  # warm caches
+for _ in $(seq "$runs"); do
+  ms "$shim" rsync "$url" >> "$dir/shim.txt"
+  ms env RSYNC_SSL_TYPE=openssl rsync-ssl "$url" >> "$dir/stock.txt"
+done
+stats() { sort -n "$1" | awk '{a[NR]=$1} END {printf "median %.1f ms  p10 %.1f ms  p90 %.1f ms  (n=%d)\n", a[int((NR+1)/2)]/1000, a[int(NR*0.1)+1]/1000, a[int(NR*0.9)]/1000, NR}'; }
+echo "listing $url, $runs runs each, alternating"
+printf '  rsync-ssl-shim rsync:         %s' "$(stats "$dir/shim.txt")"; echo
+printf '  rsync-ssl (openssl s_client): %s' "$(stats "$dir/stock.txt")"; echo
+echo
+echo "\$ rsync-ssl-shim check localhost:$port      # healthy"
+"$shim" check "localhost:$port" || true
+echo
+echo "\$ RSYNC_SSL_CA_CERT= rsync-ssl-shim check localhost:$port data   # module, no CA check"
+RSYNC_SSL_CA_CERT= "$shim" check "localhost:$port" data || true
+echo
+echo "\$ unset RSYNC_SSL_CA_CERT; rsync-ssl-shim check localhost:$port   # broken: unknown CA"
+(unset RSYNC_SSL_CA_CERT; "$shim" check "localhost:$port") || true
+echo
+other=$((port == 65535 ? 1 : port + 1))
+echo "\$ rsync-ssl-shim check 127.0.0.1:$other   # broken: nothing listens"
+"$shim" check "127.0.0.1:$other" || true

@@ -1,0 +1,140 @@
+package tlsbridge
+
+// Client copy loop: rsync's pipes on one side, the TLS session on the other.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// RsyncGreeting starts every rsync daemon's first line.
+const RsyncGreeting = "@RSYNCD:"
+
+// Pump copies in to c and c to out until the server ends the session.
+//
+// On EOF from in it sends close_notify and keeps reading: rsync's client
+// closes its end when it is done sending, while the daemon may still be
+// talking. It returns when the server's side ends, without waiting for in:
+// rsync waits for its remote-shell helper to exit before it closes the pipe,
+// so waiting here would deadlock.
+//
+// The first bytes from the server must be rsync's greeting, else the error
+// names what answered instead. The check reads only what the first Read
+// returns (a whole TLS record) plus, rarely, a few more bytes, so the stream
+// is never held back; greetTimeout bounds the wait for that first byte.
+//
+// It returns nil only if the server closed with close_notify and every byte
+// was delivered.
+func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) error {
+	up := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(c.Conn, in)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		up <- err
+	}()
+
+	down := func() error {
+		if err := checkGreeting(c, out, greetTimeout); err != nil {
+			return err
+		}
+		_, err := io.CopyBuffer(outWriter{out}, c.Conn, make([]byte, 64*1024))
+		return err
+	}()
+
+	var upErr error
+	select {
+	case upErr = <-up:
+	default:
+	}
+	switch {
+	case down == nil && c.raw.sawEOF.Load():
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailTruncated,
+			Err:  errors.New("server closed the connection without close_notify"),
+			Hint: "the data may be cut short; the TLS server's log may say why"}
+	case down != nil:
+		var he *HopError
+		if errors.As(down, &he) {
+			return down
+		}
+		var wErr *writeError
+		if errors.As(down, &wErr) {
+			return fmt.Errorf("write to rsync: %w", wErr.err)
+		}
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailOther, Err: down}
+	case upErr != nil:
+		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailOther, Err: fmt.Errorf("send: %w", upErr)}
+	}
+	return nil
+}
+
+type writeError struct{ err error }
+
+func (w *writeError) Error() string { return w.err.Error() }
+
+// outWriter marks errors writing to rsync, so that they are not blamed on
+// the server.
+type outWriter struct{ w io.Writer }
+
+func (o outWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil {
+		err = &writeError{err}
+	}
+	return n, err
+}
+
+func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
+	if timeout > 0 {
+		c.SetReadDeadline(time.Now().Add(timeout))
+	}
+	var got []byte
+	buf := make([]byte, 32*1024)
+	for len(got) < len(RsyncGreeting) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if !bytes.HasPrefix([]byte(RsyncGreeting), got[:min(len(got), len(RsyncGreeting))]) {
+			return notRsync(c, got)
+		}
+		if err != nil {
+			if len(got) >= len(RsyncGreeting) {
+				break
+			}
+			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
+				Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
+			switch {
+			case errors.Is(err, io.EOF):
+				he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				he.Err = fmt.Errorf("no rsync greeting within %v", timeout)
+			case alertHint(err) != "":
+				// With TLS 1.3 the server judges our certificate after
+				// the handshake has finished on our side, so its refusal
+				// arrives with the first read.
+				he.Kind, he.Err, he.Hint = FailTLSAlert, fmt.Errorf("server refused the session: %w", err), alertHint(err)
+			default:
+				he.Kind, he.Err, he.Hint = FailOther, err, ""
+			}
+			return he
+		}
+	}
+	c.SetReadDeadline(time.Time{})
+	if _, err := out.Write(got); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+func notRsync(c *Conn, got []byte) error {
+	if len(got) > 40 {
+		got = got[:40]
+	}
+	return &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
+		Err:  fmt.Errorf("the TLS server is not an rsync daemon: it sent %q instead of %q", got, RsyncGreeting),
+		Hint: "check the port; the TLS service must lead to rsync --daemon"}
+}
