@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+)
+
+const serveAbout = `
+Terminates TLS on a connection handed over by systemd (rsync-ssl.socket) or
+inetd/xinetd, and only after a successful handshake starts "rsync --daemon"
+on a private socket pair and copies bytes both ways. rsync never listens on
+any port. rsync learns the client's real address through a PROXY v2 header,
+so its log and "hosts allow"/"hosts deny" see the client, not 127.0.0.1.
+
+Where the connection comes from, in this order:
+  1. a connected socket on fd 0 (systemd Accept=yes with StandardInput=socket,
+     inetd, xinetd "wait = no");
+  2. systemd LISTEN_FDS with a connected socket (Accept=yes);
+  3. a listening socket on fd 0 or in LISTEN_FDS (systemd Accept=no, xinetd
+     "wait = yes"): accepted here, one rsync per connection;
+  4. --listen ADDR: our own listener, for containers and development.
+In modes 3 and 4 certificates are re-read on SIGHUP and when the files change;
+in modes 1 and 2 every connection reads them afresh.
+
+What each rsync gets (--proxy-protocol auto, the default, reads it off the
+rsync binary without running it):
+  rsync 3.5.0 and newer   real client address ("proxy protocol hosts" = the pair)
+  rsync 3.2.7 to 3.4.x    real client address ("proxy protocol" alone)
+  older rsync             refused unless --proxy-protocol off: rsync would see
+                          every client as 127.0.0.1
+Every version also gets TCPREMOTEIP, SSL_PROTOCOL and friends in its
+environment (and so in its exec hooks).
+
+Exit status (one connection): 0 served, rsync's own status when rsync failed,
+1 when the connection failed before or around rsync, 2 for bad usage.
+`
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
+	// the client's socket.
+	stdio := activation.ProtectStdio()
+	log := newLogger(stderr)
+	var rsyncStderr io.Writer = stderr
+	if stdio.StderrWasConn {
+		log = newSyslogLogger()
+		rsyncStderr = nil
+	}
+
+	var (
+		certs, keys, listen, rsyncArgs listFlag
+		minTLS, rsyncPath, rsyncConf   string
+		pairName, proxyName            string
+		handshake, exitIdle, linger    time.Duration
+		maxConns                       int
+	)
+	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
+	fs.Var(&certs, "cert", "`FILE` with the server certificate chain (PEM); repeat with --key for more\nnames, chosen by SNI, the first is the default")
+	fs.Var(&keys, "key", "`FILE` with the private key (PEM, unencrypted) for the --cert in the same position")
+	fs.StringVar(&minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
+	fs.DurationVar(&handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
+	fs.StringVar(&rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
+	fs.StringVar(&rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
+	fs.Var(&rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
+	fs.StringVar(&pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync),\nunix (AF_UNIX, cheaper, rsync 3.5.0 and older only), or auto (unix when the\nrsync binary says 3.5.0 or older, else tcp)")
+	fs.StringVar(&proxyName, "proxy-protocol", "auto", "how rsync learns the client address: hosts (rsync >= 3.5.0), plain\n(rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
+	fs.Var(&listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
+	fs.IntVar(&maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in the backlog (0: no cap)")
+	fs.DurationVar(&exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
+	fs.DurationVar(&linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		log.Logf("serve: unexpected argument %q (rsync's own arguments go in --rsync-arg)", fs.Arg(0))
+		return exitUsage
+	}
+	srv, err := buildServer(certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs, pairName, proxyName, handshake, linger, maxConns, log)
+	if err != nil {
+		log.Logf("serve: %v", err)
+		if errors.Is(err, errUsage) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	srv.RsyncStderr = rsyncStderr
+
+	src, err := activation.Detect(listen)
+	if err != nil {
+		log.Logf("serve: %v", err)
+		if errors.Is(err, activation.ErrNoConnection) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	defer src.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if src.Conn != nil {
+		res := srv.ServeConn(ctx, src.Conn)
+		logResult(log, res)
+		return connExit(res)
+	}
+	return serveLoop(ctx, srv, src, maxConns, exitIdle, log)
+}
+
+var errUsage = errors.New("usage")
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+func (e usageError) Is(t error) bool {
+	return t == errUsage
+}
+
+func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyncArgs []string,
+	pairName, proxyName string, handshake, linger time.Duration, maxConns int, log *logger) (*servePlan, error) {
+	if len(certs) == 0 {
+		return nil, usageError{"--cert FILE and --key FILE are required"}
+	}
+	if len(certs) != len(keys) {
+		return nil, usageError{fmt.Sprintf("%d --cert but %d --key: give each --cert its --key, in the same order", len(certs), len(keys))}
+	}
+	minV, err := tlsbridge.ParseMinTLS(minTLS)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	if handshake <= 0 {
+		return nil, usageError{"--handshake-timeout must be positive"}
+	}
+	if maxConns < 0 {
+		return nil, usageError{"--max-conns must be 0 (no cap) or more"}
+	}
+	var pairs []tlsbridge.CertPair
+	for i := range certs {
+		pairs = append(pairs, tlsbridge.CertPair{CertFile: certs[i], KeyFile: keys[i]})
+	}
+	store, warns, err := tlsbridge.LoadCerts(pairs)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warns {
+		log.Logf("warning: %s", w)
+	}
+	info, err := tlsbridge.ProbeRsync(rsyncPath)
+	if err != nil {
+		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
+	}
+	if rsyncConf != "" {
+		if _, err := os.Stat(rsyncConf); err != nil {
+			return nil, fmt.Errorf("--rsyncd-conf: %w", err)
+		}
+	}
+	var pair tlsbridge.PairKind
+	switch pairName {
+	case "auto":
+		if info.AcceptsUnixPair() {
+			pair = tlsbridge.PairUnix
+		}
+	case "tcp":
+	case "unix":
+		pair = tlsbridge.PairUnix
+	default:
+		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", pairName)}
+	}
+	var proxy tlsbridge.ProxyMode
+	switch proxyName {
+	case "auto":
+		if proxy, err = info.AutoProxyMode(); err != nil {
+			return nil, err
+		}
+	case "hosts":
+		proxy = tlsbridge.ProxyHosts
+	case "plain":
+		proxy = tlsbridge.ProxyPlain
+	case "off":
+		proxy = tlsbridge.ProxyOff
+	default:
+		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", proxyName)}
+	}
+	return &servePlan{
+		Server: tlsbridge.Server{
+			TLS:              tlsbridge.ServerTLSConfig(store, minV),
+			HandshakeTimeout: handshake,
+			Rsync:            tlsbridge.RsyncCommand{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
+			Pair:             pair,
+			Linger:           linger,
+			Env:              os.Environ(),
+			Logf:             log.Logf,
+		},
+		store: store,
+		info:  info,
+	}, nil
+}
+
+// servePlan is the server plus what the accept loop needs to reload.
+type servePlan struct {
+	tlsbridge.Server
+	store *tlsbridge.CertStore
+	info  *tlsbridge.RsyncInfo
+}
+
+func logResult(log *logger, res tlsbridge.Result) {
+	if res.RsyncExit < 0 {
+		log.Logf("%v", res.Err)
+		return
+	}
+	log.Logf("%s", res)
+}
+
+// connExit maps one connection's outcome to the process exit status.
+func connExit(res tlsbridge.Result) int {
+	switch {
+	case res.RsyncExit > 0 && !(res.Listing() && res.RsyncExit == 255 && res.Err == nil):
+		return res.RsyncExit
+	case res.Err != nil:
+		return exitFailure
+	}
+	return exitOK
+}
+
+// certPoll is how often the accept loop looks for renewed certificates.
+const certPoll = 5 * time.Second
+
+func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxConns int, exitIdle time.Duration, log *logger) int {
+	addrs := ""
+	for i, l := range src.Listeners {
+		if i > 0 {
+			addrs += " "
+		}
+		addrs += l.Addr().String()
+	}
+	ver := srv.info.Version
+	if ver == "" {
+		ver = "unknown"
+	}
+	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadCtx, cancelReload := context.WithCancel(ctx)
+	defer cancelReload()
+	go func() {
+		tick := time.NewTicker(certPoll)
+		defer tick.Stop()
+		for {
+			why := ""
+			select {
+			case <-reloadCtx.Done():
+				return
+			case <-hup:
+				why = "SIGHUP"
+			case <-tick.C:
+				if !srv.store.Changed() {
+					continue
+				}
+				why = "changed files"
+			}
+			warns, err := srv.store.Reload()
+			if err != nil {
+				log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
+				continue
+			}
+			for _, w := range warns {
+				log.Logf("warning: %s", w)
+			}
+			log.Logf("reloaded certificates (%s)", why)
+		}
+	}()
+
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: maxConns, ExitIdle: exitIdle, Logf: log.Logf},
+		func(ctx context.Context, c net.Conn) {
+			logResult(log, srv.ServeConn(ctx, c))
+		})
+	if ctx.Err() != nil {
+		log.Logf("stopping: signal received")
+	} else {
+		log.Logf("exiting: idle for %v", exitIdle)
+	}
+	return exitOK
+}

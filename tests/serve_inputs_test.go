@@ -1,0 +1,258 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// inetdResult is one connection served by serve as inetd runs it.
+type inetdResult struct {
+	code   int
+	log    string
+	client string
+}
+
+// runInetd accepts one connection from client and hands it to serve on fd 0,
+// exactly as inetd and systemd's Accept=yes with StandardInput=socket do,
+// then reports serve's exit status and log.
+func runInetd(t *testing.T, args []string, client func(t *testing.T, addr string) string) inetdResult {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	clientOut := make(chan string, 1)
+	go func() { clientOut <- client(t, addr) }()
+
+	l.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	f, err := c.(*net.TCPConn).File()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shimBin, args...)
+	cmd.Stdin = f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	err = cmd.Start()
+	f.Close() // serve holds the only copy now
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("serve did not finish within 60s; log:\n%s", stderr.String())
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	select {
+	case out = <-clientOut:
+	case <-time.After(30 * time.Second):
+		t.Fatal("client did not finish within 30s after serve exited")
+	}
+	return inetdResult{code: code, log: stderr.String(), client: out}
+}
+
+type badInput struct {
+	name   string
+	client func(t *testing.T, addr string) string
+	want   string // regexp for the message after "tls handshake with PEER: "
+	check  func(t *testing.T, clientOut string)
+}
+
+// rawClient sends data, optionally waits, then reads what comes back until
+// the server closes (bounded).
+func rawClient(data []byte, pause time.Duration, closeEarly bool) func(t *testing.T, addr string) string {
+	return func(t *testing.T, addr string) string {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		defer c.Close()
+		if len(data) > 0 {
+			c.Write(data)
+		}
+		if closeEarly {
+			return ""
+		}
+		time.Sleep(pause)
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+}
+
+// helloRecord builds a TLS-record-framed ClientHello offering only
+// version v, with a cipher list of classic RSA/ECDHE suites and no
+// extensions: what an SSLv3 or TLS 1.0-only client sends.
+func helloRecord(v uint16) []byte {
+	var body []byte
+	body = binary.BigEndian.AppendUint16(body, v)
+	body = append(body, make([]byte, 32)...) // random
+	body = append(body, 0)                   // session id
+	suites := []uint16{0xc013, 0xc014, 0x002f, 0x0035, 0x000a}
+	body = binary.BigEndian.AppendUint16(body, uint16(2*len(suites)))
+	for _, s := range suites {
+		body = binary.BigEndian.AppendUint16(body, s)
+	}
+	body = append(body, 1, 0) // compression: null
+	hs := []byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
+	hs = append(hs, body...)
+	rec := []byte{0x16, byte(v >> 8), byte(v)}
+	rec = binary.BigEndian.AppendUint16(rec, uint16(len(hs)))
+	return append(rec, hs...)
+}
+
+func badInputs(t *testing.T) []badInput {
+	random := []byte("B\x8f\x13\x00\xfe\x77\x01\x02garbage that is no protocol at all \x00\xff\x10")
+	truncated := helloRecord(0x0303)[:30]
+	return []badInput{
+		{
+			name: "plain-rsync",
+			client: func(t *testing.T, addr string) string {
+				rsync := rsyncPath(t)
+				host, port, _ := net.SplitHostPort(addr)
+				out, _ := runCmd(t, 30*time.Second, nil, rsync, "--contimeout=10", "rsync://"+host+":"+port+"/")
+				return out
+			},
+			want: `plain rsync client \("@RSYNCD: 3\d\.\d[^"]*"\) on the TLS port; answered with @ERROR$`,
+			check: func(t *testing.T, out string) {
+				if !strings.Contains(out, "@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873") {
+					t.Errorf("the plain rsync client did not print our message:\n%s", out)
+				}
+			},
+		},
+		{
+			name:   "http",
+			client: rawClient([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 0, false),
+			want:   `HTTP request \("GET / HTTP/1\.1"\) on the TLS port; answered 400$`,
+			check: func(t *testing.T, out string) {
+				if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request\r\n") {
+					t.Errorf("HTTP client got %q", out)
+				}
+			},
+		},
+		{
+			name:   "random-bytes",
+			client: rawClient(random, 0, false),
+			want:   `not a TLS client hello \(first bytes: 42 8f 13 00 fe 77 01 02\)$`,
+		},
+		{
+			name:   "sslv3-hello",
+			client: rawClient(helloRecord(0x0300), 0, false),
+			want:   `client offered only SSL 3\.0; TLS 1\.2 or newer is required$`,
+		},
+		{
+			name:   "tls10-hello",
+			client: rawClient(helloRecord(0x0301), 0, false),
+			want:   `client offered only TLS 1\.0; TLS 1\.2 or newer is required$`,
+		},
+		{
+			name: "openssl-tls1.0",
+			client: func(t *testing.T, addr string) string {
+				openssl := needTool(t, "openssl")
+				out, _ := runCmd(t, 30*time.Second, nil, "sh", "-c",
+					fmt.Sprintf("%s s_client -connect %s -tls1 -cipher DEFAULT@SECLEVEL=0 </dev/null", openssl, addr))
+				return out
+			},
+			want: `client offered only TLS 1\.0; TLS 1\.2 or newer is required$`,
+		},
+		{
+			name:   "silent",
+			client: rawClient(nil, 3*time.Second, false),
+			want:   `client sent nothing within 1s$`,
+		},
+		{
+			name:   "empty",
+			client: rawClient(nil, 0, true),
+			want:   `client closed the connection without sending anything$`,
+		},
+		{
+			name:   "closed-mid-handshake",
+			client: rawClient(truncated, 0, true),
+			want:   `client closed the connection mid-handshake$`,
+		},
+	}
+}
+
+// goodListing lists modules through stock rsync-ssl (openssl type).
+func goodListing(t *testing.T, p *PKI, addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	out, code := rsyncSSL(t, &server{Host: "localhost", Port: n}, p, "openssl", "localhost::")
+	if code != 0 {
+		return fmt.Sprintf("exit %d: %s", code, out)
+	}
+	return out
+}
+
+// socatPull runs rsync with a real socat as its TLS transport, bound to the
+// source address from, so the client can come from another loopback
+// address than the one serve uses towards rsync.
+func socatPull(t *testing.T, s *server, p *PKI, from string, args ...string) (string, int) {
+	t.Helper()
+	socat := needTool(t, "socat")
+	rsync := rsyncPath(t)
+	tlsAddr := fmt.Sprintf("OPENSSL:%s:%d,cafile=%s,bind=%s,verify=1,commonname=localhost", s.Host, s.Port, p.CA, from)
+	rsh := fmt.Sprintf("--rsh=sh -c 'exec %s STDIO %s' sh", socat, tlsAddr)
+	return runCmd(t, 2*time.Minute, nil, rsync, append([]string{rsh}, args...)...)
+}
+
+// copyTree copies src into dst (which exists), keeping symlinks as links.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, target)
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

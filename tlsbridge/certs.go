@@ -1,0 +1,191 @@
+package tlsbridge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CertPair names one certificate chain and its private key on disk.
+type CertPair struct {
+	CertFile, KeyFile string
+}
+
+// CertStore holds the server certificates, chosen by SNI with the first pair
+// as the default. The set is swapped atomically on Reload, so handshakes in
+// flight keep the certificate they started with.
+type CertStore struct {
+	pairs []CertPair
+	cur   atomic.Pointer[certSet]
+	mu    sync.Mutex // serialises Reload
+}
+
+type certSet struct {
+	certs  []*tls.Certificate
+	stamps []fileStamp
+}
+
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+}
+
+// LoadCerts reads every pair and checks that each key matches its
+// certificate. Warnings (an expired or not yet valid certificate) are
+// returned for the log; they do not stop the server, since a renewal may be
+// on its way and refusing to start would take the service down with it.
+func LoadCerts(pairs []CertPair) (*CertStore, []string, error) {
+	if len(pairs) == 0 {
+		return nil, nil, errors.New("no certificate: pass --cert FILE --key FILE")
+	}
+	s := &CertStore{pairs: pairs}
+	set, warns, err := loadSet(pairs)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.cur.Store(set)
+	return s, warns, nil
+}
+
+// Reload reads the files again and swaps them in only if all of them load;
+// on error the certificates in use stay.
+func (s *CertStore) Reload() ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set, warns, err := loadSet(s.pairs)
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(set)
+	return warns, nil
+}
+
+// Changed reports whether any file differs in size or modification time
+// from when it was loaded. stat follows symlinks, so a certbot-style
+// "live/" link switched to a new version counts as a change.
+func (s *CertStore) Changed() bool {
+	set := s.cur.Load()
+	for i, p := range s.pairs {
+		for j, name := range []string{p.CertFile, p.KeyFile} {
+			st := stampOf(name)
+			if st != set.stamps[2*i+j] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Default returns the first certificate.
+func (s *CertStore) Default() *tls.Certificate { return s.cur.Load().certs[0] }
+
+// GetCertificate picks the certificate for the client's SNI: the first whose
+// names cover it and whose key the client can use, else the first whose names
+// cover it, else the default.
+func (s *CertStore) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	set := s.cur.Load()
+	if hello.ServerName != "" && len(set.certs) > 1 {
+		var nameOnly *tls.Certificate
+		for _, c := range set.certs {
+			if c.Leaf == nil || c.Leaf.VerifyHostname(hello.ServerName) != nil {
+				continue
+			}
+			if hello.SupportsCertificate(c) == nil {
+				return c, nil
+			}
+			if nameOnly == nil {
+				nameOnly = c
+			}
+		}
+		if nameOnly != nil {
+			return nameOnly, nil
+		}
+	}
+	return set.certs[0], nil
+}
+
+func stampOf(name string) fileStamp {
+	st, err := os.Stat(name)
+	if err != nil {
+		return fileStamp{size: -1}
+	}
+	return fileStamp{size: st.Size(), mtime: st.ModTime()}
+}
+
+func loadSet(pairs []CertPair) (*certSet, []string, error) {
+	set := &certSet{}
+	var warns []string
+	now := time.Now()
+	for _, p := range pairs {
+		set.stamps = append(set.stamps, stampOf(p.CertFile), stampOf(p.KeyFile))
+		c, err := loadPair(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		leaf := c.Leaf
+		switch {
+		case now.After(leaf.NotAfter):
+			warns = append(warns, fmt.Sprintf("--cert %s expired %s", p.CertFile, leaf.NotAfter.UTC().Format(time.DateOnly)))
+		case now.Before(leaf.NotBefore):
+			warns = append(warns, fmt.Sprintf("--cert %s is not valid before %s", p.CertFile, leaf.NotBefore.UTC().Format(time.RFC3339)))
+		}
+		set.certs = append(set.certs, c)
+	}
+	return set, warns, nil
+}
+
+// loadPair reads one pair and names the file at fault in every error.
+func loadPair(p CertPair) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(p.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("--cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(p.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
+		return nil, fmt.Errorf("--cert %s: no PEM certificate in it", p.CertFile)
+	}
+	if encryptedPEM(keyPEM) {
+		return nil, fmt.Errorf("--key %s is encrypted with a passphrase; give an unencrypted key and protect it with file permissions or systemd's LoadCredential=", p.KeyFile)
+	}
+	if !bytes.Contains(keyPEM, []byte("PRIVATE KEY-----")) {
+		return nil, fmt.Errorf("--key %s: no PEM private key in it", p.KeyFile)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "does not match") {
+			return nil, fmt.Errorf("--key %s does not belong to --cert %s (%s)", p.KeyFile, p.CertFile, strings.TrimPrefix(msg, "tls: "))
+		}
+		return nil, fmt.Errorf("--cert %s / --key %s: %s", p.CertFile, p.KeyFile, strings.TrimPrefix(msg, "tls: "))
+	}
+	if c.Leaf == nil {
+		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("--cert %s: %w", p.CertFile, err)
+		}
+	}
+	return &c, nil
+}
+
+func encryptedPEM(b []byte) bool {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return false
+		}
+		if blk.Type == "ENCRYPTED PRIVATE KEY" || blk.Headers["Proc-Type"] == "4,ENCRYPTED" {
+			return true
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package tlsbridge
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// ProxyMode is how the real client address reaches rsync.
+type ProxyMode int
+
+const (
+	// ProxyHosts: "proxy protocol = yes" plus "proxy protocol hosts" set to
+	// the pair's address. rsync 3.5.0 and newer reject every header unless
+	// the sender is listed there.
+	ProxyHosts ProxyMode = iota
+	// ProxyPlain: "proxy protocol = yes" alone, for rsync 3.2.7 to 3.4.x,
+	// which have no "proxy protocol hosts" and would refuse the unknown
+	// parameter. Safe here because only the shim can reach that rsync.
+	ProxyPlain
+	// ProxyOff: no header. rsync sees every client as 127.0.0.1, so
+	// "hosts allow" cannot tell clients apart; only by explicit choice.
+	ProxyOff
+)
+
+func (m ProxyMode) String() string {
+	return [...]string{"hosts", "plain", "off"}[m]
+}
+
+// RsyncInfo is what we could read off the rsync binary without running it.
+type RsyncInfo struct {
+	Path    string
+	Version string // "3.5.0", or "" when not found (a wrapper script)
+	// HasProxyProtocol and HasProxyHosts say whether the binary knows the
+	// "proxy protocol" and "proxy protocol hosts" daemon parameters.
+	HasProxyProtocol, HasProxyHosts bool
+	// Readable is false when the file could not be scanned (a script,
+	// or not readable): nothing above is known then.
+	Readable bool
+}
+
+var rsyncVersionRe = regexp.MustCompile(`^3\.[0-9]{1,2}\.[0-9]{1,2}(?:[a-z]+[0-9]*)?$`)
+
+// ProbeRsync finds rsync on PATH (or at path) and reads its version and
+// daemon parameters out of the binary's strings. This costs a read of the
+// file from the page cache instead of an exec of "rsync --version" on every
+// connection, which would cost more than the whole TLS handshake.
+func ProbeRsync(path string) (*RsyncInfo, error) {
+	full, err := exec.LookPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("rsync: %w", err)
+	}
+	info := &RsyncInfo{Path: full}
+	f, err := os.Open(full)
+	if err != nil {
+		return nil, fmt.Errorf("rsync %s: %w", full, err)
+	}
+	defer f.Close()
+	head := make([]byte, 4)
+	if _, err := io.ReadFull(f, head); err != nil || string(head) != "\x7fELF" {
+		return info, nil
+	}
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, 64<<20))
+	if err != nil {
+		return info, nil
+	}
+	ScanRsyncBinary(data, info)
+	return info, nil
+}
+
+// ScanRsyncBinary fills info from the NUL-separated strings of an rsync
+// executable: the version is the one string shaped like "3.x.y" (the zlib
+// version that may sit beside it starts with 1), the parameters are their
+// names in the daemon parameter table.
+func ScanRsyncBinary(data []byte, info *RsyncInfo) {
+	info.Readable = true
+	var versions []string
+	for _, s := range bytes.Split(data, []byte{0}) {
+		if len(s) < 5 || len(s) > 24 {
+			continue
+		}
+		switch string(s) {
+		case "proxy protocol":
+			info.HasProxyProtocol = true
+		case "proxy protocol hosts":
+			info.HasProxyHosts = true
+		default:
+			if s[0] == '3' && rsyncVersionRe.Match(s) {
+				versions = append(versions, string(s))
+			}
+		}
+	}
+	if len(versions) == 1 {
+		info.Version = versions[0]
+	}
+}
+
+// AcceptsUnixPair says whether this rsync is known to enter inetd mode on
+// an AF_UNIX stdin: 3.5.0 and older releases do; upstream after 3.5.0 (PR
+// #1075) wants AF_INET/AF_INET6, and a development build ("3.5.1dev") or an
+// unknown version may already have that change.
+func (i *RsyncInfo) AcceptsUnixPair() bool {
+	if i.Version == "" {
+		return false
+	}
+	parts := strings.SplitN(i.Version, ".", 3)
+	if len(parts) != 3 {
+		return false
+	}
+	minor, _ := strconv.Atoi(parts[1])
+	patch, err := strconv.Atoi(parts[2])
+	if err != nil { // a suffix such as "dev" or "pre1"
+		return false
+	}
+	return minor < 5 || (minor == 5 && patch == 0)
+}
+
+// AutoProxyMode picks what this rsync can take.
+func (i *RsyncInfo) AutoProxyMode() (ProxyMode, error) {
+	switch {
+	case !i.Readable:
+		return 0, fmt.Errorf("cannot read the daemon parameters of %s (a wrapper script?): pass --proxy-protocol hosts (rsync 3.5.0 or newer) or plain (rsync 3.2.7 to 3.4.x)", i.Path)
+	case i.HasProxyHosts:
+		return ProxyHosts, nil
+	case i.HasProxyProtocol:
+		return ProxyPlain, nil
+	}
+	v := i.Version
+	if v == "" {
+		v = "of unknown version"
+	}
+	return 0, fmt.Errorf("rsync %s at %s has no \"proxy protocol\" support, so it would see every client as 127.0.0.1 and \"hosts allow\" could not tell them apart: install rsync 3.2.7 or newer, or pass --proxy-protocol off to accept that", v, i.Path)
+}
+
+// RsyncCommand is how rsync is started for each connection.
+type RsyncCommand struct {
+	Path  string
+	Conf  string   // passed as --config when set
+	Args  []string // extra arguments from --rsync-arg
+	Proxy ProxyMode
+}
+
+// unbindableAddress makes rsync's standalone mode fail instead of listen.
+// rsync decides between inetd mode and standalone mode by looking at its
+// stdin; if a future rsync ever disagrees with us about our socket, it must
+// not start a daemon on port 873 in the clear. --address is only used to
+// bind the standalone listener, and nothing can bind 0.0.0.1, so that path
+// ends in "unable to bind any inbound sockets" (exit 10). --no-detach keeps
+// such an rsync our child instead of a daemon we would lose track of.
+const unbindableAddress = "0.0.0.1"
+
+// Argv is rsync's command line for one connection; trust is the pair's
+// TrustAs.
+func (r *RsyncCommand) Argv(trust string) []string {
+	argv := []string{r.Path, "--daemon", "--no-detach", "--address=" + unbindableAddress}
+	if r.Conf != "" {
+		argv = append(argv, "--config="+r.Conf)
+	}
+	switch r.Proxy {
+	case ProxyHosts:
+		argv = append(argv, "--dparam=proxyprotocol=yes", "--dparam=proxyprotocolhosts="+trust)
+	case ProxyPlain:
+		argv = append(argv, "--dparam=proxyprotocol=yes")
+	}
+	return append(argv, r.Args...)
+}
+
+// Start runs rsync with stdin as its only socket. stdout is /dev/null (rsync
+// closes it in inetd mode anyway); stderr is ours, unless ours is the
+// connection, which the caller signals by passing nil.
+func (r *RsyncCommand) Start(stdin *os.File, trust string, env []string, stderr io.Writer) (*exec.Cmd, error) {
+	argv := r.Argv(trust)
+	cmd := &exec.Cmd{Path: r.Path, Args: argv, Env: env, Stdin: stdin, Stderr: stderr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// If we die, rsync must not live on as an orphan holding a
+		// half-written transfer; SIGTERM lets it remove its temp file.
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start rsync: %w", err)
+	}
+	return cmd, nil
+}
+
+// ExitStatus is rsync's exit code, 128+signal when killed, or -1.
+func ExitStatus(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return -1
+}

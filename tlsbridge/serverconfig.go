@@ -1,0 +1,50 @@
+package tlsbridge
+
+import (
+	"crypto/tls"
+	"fmt"
+)
+
+// ParseMinTLS maps the --min-tls value to a TLS version; only 1.2 and 1.3
+// are offered, since older versions lack forward-secret AEAD suites.
+func ParseMinTLS(s string) (uint16, error) {
+	switch s {
+	case "1.2", "":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("--min-tls %q: give 1.2 or 1.3", s)
+}
+
+// ServerTLSConfig is the server's whole TLS policy: TLS 1.2 or newer, Go's
+// default cipher suites (forward-secret AEAD only), certificates from store.
+func ServerTLSConfig(store *CertStore, minVersion uint16) *tls.Config {
+	if minVersion < tls.VersionTLS12 {
+		minVersion = tls.VersionTLS12
+	}
+	return &tls.Config{
+		MinVersion:     minVersion,
+		GetCertificate: store.GetCertificate,
+		// rsync needs no session resumption across processes, and a
+		// per-process ticket key would only make tickets useless.
+		SessionTicketsDisabled: true,
+	}
+}
+
+// VersionName spells a TLS version the way mod_ssl's SSL_PROTOCOL does.
+func VersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	case 0x0300:
+		return "SSLv3"
+	}
+	return fmt.Sprintf("0x%04x", v)
+}
