@@ -10,9 +10,16 @@ BIN     := rsync-ssl-shim
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive: the real programs, never stand-ins.
-TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates
+TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates \
+             nginx-light libnginx-mod-stream \
+             debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux
 
-.PHONY: all build test unit integration lint deps demo clean
+# An older rsync for the version matrix, unpacked beside the tests, never
+# installed over the system's.
+OLD_RSYNC     := 3.2.7-1+deb12u6
+OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
+
+.PHONY: all build test unit integration lint deps demo deb clean
 
 all: build
 
@@ -31,6 +38,12 @@ deps:
 	  echo "missing Debian packages:$$missing (run 'make deps' as root, or apt-get install them)"; exit 1; \
 	fi
 	$(GO) mod download
+	@if [ ! -x $(OLD_RSYNC_DIR)/usr/bin/rsync ]; then \
+	  mkdir -p tests/.cache && cd tests/.cache && \
+	  { apt-get download rsync=$(OLD_RSYNC) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get download rsync=$(OLD_RSYNC); }; } && \
+	  dpkg-deb -x rsync_$(OLD_RSYNC)_*.deb rsync-3.2.7 && rm -f rsync_*.deb; \
+	fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -44,6 +57,9 @@ integration:
 	$(GO) test -race -count=1 -timeout 45m ./tests/...
 
 test: deps lint unit integration
+
+deb:
+	packaging/build-deb.sh . $(VERSION)
 
 demo: build
 	./tests/demo.sh ./$(BIN)

@@ -42,7 +42,8 @@ func TestDeployXinetd(t *testing.T) {
 		if !strings.Contains(entry, r.from) {
 			t.Fatalf("shipped xinetd entry lacks %q", r.from)
 		}
-		entry = strings.Replace(entry, r.from, r.to, 1)
+		// Paths also appear in the comments above the entry: replace them all.
+		entry = strings.ReplaceAll(entry, r.from, r.to)
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "xinetd.conf")

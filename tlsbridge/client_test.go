@@ -214,7 +214,11 @@ func TestPumpServerClosesFirst(t *testing.T) {
 func TestPumpTruncated(t *testing.T) {
 	c := pumpServer(t, func(raw net.Conn, s *tls.Conn) {
 		s.Write([]byte("@RSYNCD: 32.0\npartial"))
-		raw.Close() // FIN without close_notify
+		// FIN without close_notify. Shut down only our sending side and
+		// drain: closing with the client's close_notify unread would make
+		// the kernel answer with a reset instead of the FIN under test.
+		raw.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, raw)
 	})
 	var out bytes.Buffer
 	err := Pump(c, strings.NewReader(""), &out, 5*time.Second)

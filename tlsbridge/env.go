@@ -51,8 +51,12 @@ var ownedPrefixes = []string{"PROTO=", "TCPREMOTE", "TCPLOCAL", "SSL_", "LISTEN_
 // mod_ssl (SSL_*) variables for this connection. dropped names the
 // variables left out because their value failed SafeEnvValue.
 func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
-	env = make([]string, 0, len(base)+10)
+	env = make([]string, 0, len(base)+11)
+	hasPath := false
 	for _, kv := range base {
+		if strings.HasPrefix(kv, "PATH=") && len(kv) > len("PATH=") {
+			hasPath = true
+		}
 		owned := false
 		for _, p := range ownedPrefixes {
 			if strings.HasPrefix(kv, p) {
@@ -73,6 +77,11 @@ func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 			return
 		}
 		env = append(env, k+"="+v)
+	}
+	if !hasPath {
+		// rsync's exec hooks run through /bin/sh; give them the
+		// usual search path when the service manager gave none.
+		env = append(env, "PATH="+DefaultPath)
 	}
 	add("PROTO", "TCP")
 	add("TCPREMOTEIP", ci.Remote.Addr().Unmap().String())

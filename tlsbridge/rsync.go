@@ -88,7 +88,7 @@ func isRsyncVersion(s []byte) bool {
 // milliseconds for running "rsync --version", more than the whole TLS
 // handshake.
 func ProbeRsync(path string) (*RsyncInfo, error) {
-	full, err := exec.LookPath(path)
+	full, err := lookPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("rsync: %w", err)
 	}
@@ -161,6 +161,23 @@ func hasCString(data []byte, s string) bool {
 		}
 		off = at + 1
 	}
+}
+
+// DefaultPath is searched when the environment has no PATH: xinetd and
+// inetd start servers with an empty environment unless told otherwise.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func lookPath(name string) (string, error) {
+	if strings.Contains(name, "/") || os.Getenv("PATH") != "" {
+		return exec.LookPath(name)
+	}
+	for _, dir := range strings.Split(DefaultPath, ":") {
+		p := dir + "/" + name
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec: %q: not found in %s (PATH is empty)", name, DefaultPath)
 }
 
 // AcceptsUnixPair says whether this rsync is known to enter inetd mode on
