@@ -19,7 +19,7 @@ TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-cert
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build test unit integration lint deps demo deb clean
+.PHONY: all build test unit integration lint deps demo deb matrix clean
 
 all: build
 
@@ -57,6 +57,10 @@ integration:
 	$(GO) test -race -count=1 -timeout 45m ./tests/...
 
 test: deps lint unit integration
+
+# Rerun the rsync version matrix and rewrite its table in README.md.
+matrix:
+	UPDATE_MATRIX=1 $(GO) test -count=1 -run TestVersionMatrix ./tests/
 
 deb:
 	packaging/build-deb.sh . $(VERSION)

@@ -271,7 +271,7 @@ func copyFileT(t *testing.T, from, to string) {
 	writeFileT(t, to, readFileT(t, from), 0o644)
 }
 
-// testBookworm installs the package the way docs/deploy.md tells an admin
+// testBookworm installs the package the way README.md ("Install on Debian 12") tells an admin
 // to, pulls a module through it with stock rsync-ssl and with our own rsync
 // command, proves the sandbox refuses what it should, and purges.
 func testBookworm(t *testing.T, deb string) {
@@ -302,7 +302,7 @@ func testBookworm(t *testing.T, deb string) {
 	copyFileT(t, pki.Cert, filepath.Join(c.root, "root/server.pem"))
 	copyFileT(t, pki.Key, filepath.Join(c.root, "root/server.key"))
 
-	// docs/deploy.md, "Install": these commands, in this order.
+	// README.md, "Install on Debian 12": these commands, in this order.
 	start := time.Now()
 	c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")

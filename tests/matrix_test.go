@@ -112,6 +112,8 @@ type matrixRow struct {
 	version, mode, pair, pull, push, real, deny, listen string
 }
 
+var pairRE = regexp.MustCompile(`served .* pair=(\w+) `)
+
 type clientRow struct {
 	version, client, clientRsync, result string
 }
@@ -145,7 +147,7 @@ func TestVersionMatrix(t *testing.T) {
 	for _, v := range versions {
 		for _, mode := range []string{"inetd", "listenfds", "acceptno"} {
 			t.Run(v.Name+"/"+mode, func(t *testing.T) {
-				row := matrixRow{version: v.Name, mode: modeName(mode), pair: "auto"}
+				row := matrixRow{version: v.Name, mode: modeName(mode), pair: "?"}
 				defer func() {
 					mu.Lock()
 					rows = append(rows, row)
@@ -155,6 +157,11 @@ func TestVersionMatrix(t *testing.T) {
 				copyTree(t, src, rd.Data)
 				s := startMode(t, mode, serveArgs(p, rd, v.Path, v.Extra...))
 				w := watchListeners(t)
+				defer func() {
+					if m := pairRE.FindStringSubmatch(s.Log.String()); m != nil {
+						row.pair = m[1] + " (auto)"
+					}
+				}()
 
 				dst := filepath.Join(t.TempDir(), "pulled")
 				out, code := rsyncSSL(t, s, p, "openssl", "-a", "localhost::data/", dst+"/")
@@ -258,6 +265,25 @@ func TestVersionMatrix(t *testing.T) {
 				})
 			}
 		}
+	}
+
+	// Our own client, with the system's rsync on the client side.
+	for _, v := range versions {
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "inetd", serveArgs(p, rd, v.Path, v.Extra...))
+		t.Run(v.Name+"/client rsync-ssl-shim", func(t *testing.T) {
+			r := clientRow{version: v.Name, client: "rsync-ssl-shim rsync", clientRsync: "3.5.0", result: "fails"}
+			defer func() { crows = append(crows, r) }()
+			dst := t.TempDir()
+			out, code := runCmd(t, 2*time.Minute, []string{"RSYNC_SSL_CA_CERT=" + p.CA, fmt.Sprintf("RSYNC_SSL_PORT=%d", s.Port)},
+				shimBin, "rsync", "-a", "localhost::data/", dst+"/")
+			if code != 0 {
+				t.Fatalf("pull: exit %d\n%s\nserver:\n%s", code, out, s.Log)
+			}
+			sameTree(t, src, dst)
+			r.result = "pull works, SHA-256 match"
+		})
 	}
 
 	table := renderMatrix(versions, rows, crows)

@@ -48,7 +48,7 @@ func TestServeModes(t *testing.T) {
 					if mode != "xinetd" {
 						// xinetd gives serve the socket as stderr too, so it
 						// logs to syslog instead, never to the client.
-						want := regexp.MustCompile(`rsync-ssl-shim\[\d+\]: 127\.0\.0\.1:\d+: served sni=localhost tls=TLSv1\.[23] cipher=\S+ client=- module=data rsync_exit=0 in=\d+ out=\d+ duration=`)
+						want := regexp.MustCompile(`rsync-ssl-shim\[\d+\]: 127\.0\.0\.1:\d+: served sni=localhost tls=TLSv1\.[23] cipher=\S+ client=- module=data pair=(unix|tcp) rsync_exit=0 in=\d+ out=\d+ duration=`)
 						if !want.MatchString(s.Log.String()) {
 							t.Errorf("no summary line for the pull in serve's log:\n%s", s.Log)
 						}

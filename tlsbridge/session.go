@@ -40,6 +40,8 @@ type Result struct {
 	// Module is what the client asked rsync for: a module name, or
 	// "#list" for a module listing; "" if it never said.
 	Module string
+	// Pair is the kind of socket pair rsync got ("" before one was made).
+	Pair string
 	// RsyncExit is rsync's exit status, or -1 if rsync was never started.
 	RsyncExit int
 	In, Out   int64
@@ -63,8 +65,8 @@ func (r Result) String() string {
 	if mod == "" {
 		mod = "-"
 	}
-	s := fmt.Sprintf("%s: served sni=%s tls=%s cipher=%s client=%s module=%s rsync_exit=%d in=%d out=%d duration=%s",
-		r.Peer, sni, r.Version, r.Cipher, id, mod, r.RsyncExit, r.In, r.Out, r.Duration.Round(time.Millisecond))
+	s := fmt.Sprintf("%s: served sni=%s tls=%s cipher=%s client=%s module=%s pair=%s rsync_exit=%d in=%d out=%d duration=%s",
+		r.Peer, sni, r.Version, r.Cipher, id, mod, r.Pair, r.RsyncExit, r.In, r.Out, r.Duration.Round(time.Millisecond))
 	if r.Err != nil {
 		s += " error=\"" + r.Err.Error() + "\""
 	}
@@ -139,6 +141,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	if err != nil {
 		return fail("start rsync", "%v", err)
 	}
+	res.Pair = s.Pair.String()
 	defer pair.Ours.Close()
 	// The PROXY header goes into the pair before rsync runs; the kernel
 	// buffers it, and rsync reads it first thing.
