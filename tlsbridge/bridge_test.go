@@ -75,7 +75,7 @@ func TestBridgeHalfClose(t *testing.T) {
 				rsyncEnd.Close()
 			}()
 			done := make(chan Stats, 1)
-			go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+			go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second, 0) }()
 
 			if _, err := client.Write(up); err != nil {
 				t.Fatal(err)
@@ -120,7 +120,7 @@ func TestBridgeClientVanishes(t *testing.T) {
 	rsyncEOF := make(chan struct{})
 	go func() { io.Copy(io.Discard, rsyncEnd); close(rsyncEOF) }()
 	done := make(chan Stats, 1)
-	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second, 0) }()
 	client.Write([]byte("@RSYNCD: 32.0\n"))
 	client.NetConn().(*net.TCPConn).SetLinger(0)
 	client.NetConn().Close()
