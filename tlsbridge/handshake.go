@@ -65,7 +65,7 @@ func explainHandshake(err error, timeout time.Duration, hello []byte) string {
 	case errors.Is(err, syscall.ECONNRESET):
 		return "client reset the connection mid-handshake"
 	case strings.Contains(msg, "no cipher suite supported by both"):
-		return "no cipher suite in common with the client (it offers none of TLS 1.2's ECDHE-AEAD suites)"
+		return "no cipher suite in common with the client (we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1.2)"
 	case strings.Contains(msg, "remote error: tls: "):
 		alert := msg[strings.Index(msg, "remote error: tls: ")+len("remote error: tls: "):]
 		return "client rejected the handshake with alert \"" + alert + "\" (does it trust our certificate's CA and name?)"
