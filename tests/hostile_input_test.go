@@ -67,7 +67,7 @@ func badInputs(t *testing.T) []badInput {
 				out, _ := runCmd(t, 30*time.Second, nil, rsync, "--contimeout=10", "rsync://"+host+":"+port+"/")
 				return out
 			},
-			want: refused(`plain rsync client \("@RSYNCD: 3\d\.\d[^"]*"\) on the TLS port; answered with @ERROR`),
+			want:  refused(`plain rsync client \("@RSYNCD: 3\d\.\d[^"]*"\) on the TLS port; answered with @ERROR`),
 			check: clientSaw("@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873"),
 		},
 		{
@@ -170,7 +170,7 @@ func badInputs(t *testing.T) []badInput {
 			name:   "empty-records",
 			input:  "40 empty handshake records",
 			client: rawClient(emptyRecords, 0, false),
-			want:   refused(`.+`),
+			want:   refused(`local error: tls: unexpected message`),
 		},
 		{
 			name:   "sslv2-hello",
@@ -290,7 +290,7 @@ func badInputs(t *testing.T) []badInput {
 			name:   "renegotiation",
 			input:  "openssl s_client -tls1_2, then R (renegotiate) after the handshake",
 			client: opensslClient("-tls1_2", "R\n"),
-			want:   served(`.* error="bridge with PEER: client to rsync: .*unexpected handshake message.*"`),
+			want:   served(`.* error="bridge with PEER: client tried to renegotiate TLS \(refused, the session ends\): client to rsync: tls: .*"`),
 			exit:   exitNonZero,
 			start:  true,
 		},
@@ -298,7 +298,7 @@ func badInputs(t *testing.T) []badInput {
 			name:   "renegotiation-legacy",
 			input:  "openssl s_client -tls1_2 -legacy_renegotiation, then R",
 			client: opensslClient("-tls1_2 -legacy_renegotiation", "R\n"),
-			want:   served(`.* error="bridge with PEER: client to rsync: .*unexpected handshake message.*"`),
+			want:   served(`.* error="bridge with PEER: client tried to renegotiate TLS \(refused, the session ends\): client to rsync: tls: .*"`),
 			exit:   exitNonZero,
 			start:  true,
 		},
@@ -635,4 +635,3 @@ func afterCloseNotify(t *testing.T, addr string) string {
 	}
 	return string(b)
 }
-

@@ -100,3 +100,20 @@ func HelloVersion(b []byte) (uint16, bool) {
 	}
 	return uint16(b[9])<<8 | uint16(b[10]), true
 }
+
+// renegotiationError is a client's attempt to renegotiate, which crypto/tls
+// refuses as a server (so no renegotiation attack can splice data).
+type renegotiationError struct{ err error }
+
+func (e renegotiationError) Error() string {
+	return "client tried to renegotiate TLS (refused, the session ends): " + e.err.Error()
+}
+func (e renegotiationError) Unwrap() error { return e.err }
+
+// explainBridge names what crypto/tls reports in its own terms.
+func explainBridge(err error) error {
+	if strings.Contains(err.Error(), "unexpected handshake message of type *tls.clientHelloMsg") {
+		return renegotiationError{err}
+	}
+	return err
+}

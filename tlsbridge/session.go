@@ -201,7 +201,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	res.Module = ModuleRequested(bs.Head)
 	switch {
 	case bs.Err != nil:
-		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, bs.Err)
+		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	case res.Out == 0 && res.RsyncExit != 0:
 		hint := ""
 		if s.Pair == PairUnix {
