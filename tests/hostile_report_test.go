@@ -233,3 +233,5 @@ func procStatus(t *testing.T, pid int) (fds int, rssKiB int, threads int) {
 	}
 	return len(ents), rssKiB, threads
 }
+
+func runtimeCPUs() int { return runtime.NumCPU() }
