@@ -1,17 +1,20 @@
 package tests
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -107,12 +110,12 @@ func TestLoadSocketActivation(t *testing.T) {
 			var code int
 			var got string
 			if push {
-				out, code = runCmd(t, 10*time.Minute, env, shimBin, "rsync", "-a", "--mkpath", src, fmt.Sprintf("localhost::up/s%d/", i))
+				out, code = loadCmd(env, shimBin, "rsync", "-a", "--mkpath", src, fmt.Sprintf("localhost::up/s%d/", i))
 				got = fileSum(t, filepath.Join(rd.Up, fmt.Sprintf("s%d", i), "load.bin"))
 				os.RemoveAll(filepath.Join(rd.Up, fmt.Sprintf("s%d", i)))
 			} else {
 				dst := filepath.Join(work, fmt.Sprintf("s%d", i))
-				out, code = runCmd(t, 10*time.Minute, env, shimBin, "rsync", "-a", "localhost::data/load.bin", dst+"/")
+				out, code = loadCmd(env, shimBin, "rsync", "-a", "localhost::data/load.bin", dst+"/")
 				got = fileSum(t, filepath.Join(dst, "load.bin"))
 				os.RemoveAll(dst)
 			}
@@ -254,4 +257,24 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// loadCmd runs one load client. Unlike runCmd it is safe off the test's
+// goroutine, and it allows the TLS helper a while to finish its close after
+// rsync exits: on a saturated machine that takes more than runCmd's 2s.
+func loadCmd(env []string, name string, args ...string) (string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 30 * time.Second
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	} else if err != nil {
+		return string(out) + err.Error(), -1
+	}
+	return string(out), 0
 }
