@@ -102,6 +102,16 @@ func writeRobustness() {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Case, cell(r.Input), cell(r.Outcome), r.Bound, r.Took.Round(10*time.Millisecond))
 		}
 	}
+	if f := os.Getenv("FUZZ_REPORT"); f != "" {
+		if fz, err := os.ReadFile(f); err == nil && len(fz) > 0 {
+			fmt.Fprintf(&b, "\n## Fuzzing (tests/fuzz.sh)\n\n| target | executions without a finding | seconds |\n|---|---|---|\n")
+			for _, line := range strings.Split(strings.TrimSpace(string(fz)), "\n") {
+				if f := strings.Fields(line); len(f) == 3 {
+					fmt.Fprintf(&b, "| %s | %s | %s |\n", f[0], f[1], f[2])
+				}
+			}
+		}
+	}
 	if len(robust.figures) > 0 {
 		fmt.Fprintf(&b, "\n## Figures\n\n")
 		for _, f := range robust.figures {
