@@ -61,6 +61,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		minTLS, rsyncPath, rsyncConf   string
 		pairName, proxyName            string
 		handshake, exitIdle, linger    time.Duration
+		stall                          time.Duration
 		maxConns                       int
 	)
 	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
@@ -77,6 +78,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
 	fs.DurationVar(&exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
 	fs.DurationVar(&linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
+	fs.DurationVar(&stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
@@ -93,6 +95,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv.RsyncStderr = rsyncStderr
+	srv.Stall = max(stall, 0)
 
 	src, err := activation.Detect(listen)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -81,13 +80,6 @@ func runInetd(t *testing.T, args []string, client func(t *testing.T, addr string
 	return inetdResult{code: code, log: stderr.String(), client: out}
 }
 
-type badInput struct {
-	name   string
-	client func(t *testing.T, addr string) string
-	want   string // regexp for the message after "tls handshake with PEER: "
-	check  func(t *testing.T, clientOut string)
-}
-
 // rawClient sends data, optionally waits, then reads what comes back until
 // the server closes (bounded).
 func rawClient(data []byte, pause time.Duration, closeEarly bool) func(t *testing.T, addr string) string {
@@ -129,78 +121,6 @@ func helloRecord(v uint16) []byte {
 	rec := []byte{0x16, byte(v >> 8), byte(v)}
 	rec = binary.BigEndian.AppendUint16(rec, uint16(len(hs)))
 	return append(rec, hs...)
-}
-
-func badInputs(t *testing.T) []badInput {
-	random := []byte("B\x8f\x13\x00\xfe\x77\x01\x02garbage that is no protocol at all \x00\xff\x10")
-	truncated := helloRecord(0x0303)[:30]
-	return []badInput{
-		{
-			name: "plain-rsync",
-			client: func(t *testing.T, addr string) string {
-				rsync := rsyncPath(t)
-				host, port, _ := net.SplitHostPort(addr)
-				out, _ := runCmd(t, 30*time.Second, nil, rsync, "--contimeout=10", "rsync://"+host+":"+port+"/")
-				return out
-			},
-			want: `plain rsync client \("@RSYNCD: 3\d\.\d[^"]*"\) on the TLS port; answered with @ERROR$`,
-			check: func(t *testing.T, out string) {
-				if !strings.Contains(out, "@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873") {
-					t.Errorf("the plain rsync client did not print our message:\n%s", out)
-				}
-			},
-		},
-		{
-			name:   "http",
-			client: rawClient([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 0, false),
-			want:   `HTTP request \("GET / HTTP/1\.1"\) on the TLS port; answered 400$`,
-			check: func(t *testing.T, out string) {
-				if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request\r\n") {
-					t.Errorf("HTTP client got %q", out)
-				}
-			},
-		},
-		{
-			name:   "random-bytes",
-			client: rawClient(random, 0, false),
-			want:   `not a TLS client hello \(first bytes: 42 8f 13 00 fe 77 01 02\)$`,
-		},
-		{
-			name:   "sslv3-hello",
-			client: rawClient(helloRecord(0x0300), 0, false),
-			want:   `client offered only SSL 3\.0; TLS 1\.2 or newer is required$`,
-		},
-		{
-			name:   "tls10-hello",
-			client: rawClient(helloRecord(0x0301), 0, false),
-			want:   `client offered only TLS 1\.0; TLS 1\.2 or newer is required$`,
-		},
-		{
-			name: "openssl-tls1.0",
-			client: func(t *testing.T, addr string) string {
-				openssl := needTool(t, "openssl")
-				out, _ := runCmd(t, 30*time.Second, nil, "sh", "-c",
-					fmt.Sprintf("%s s_client -connect %s -tls1 -cipher DEFAULT@SECLEVEL=0 </dev/null", openssl, addr))
-				return out
-			},
-			want: `client offered only TLS 1\.0; TLS 1\.2 or newer is required$`,
-		},
-		{
-			name:   "silent",
-			client: rawClient(nil, 3*time.Second, false),
-			want:   `client sent nothing within 1s$`,
-		},
-		{
-			name:   "empty",
-			client: rawClient(nil, 0, true),
-			want:   `client closed the connection without sending anything$`,
-		},
-		{
-			name:   "closed-mid-handshake",
-			client: rawClient(truncated, 0, true),
-			want:   `client closed the connection mid-handshake$`,
-		},
-	}
 }
 
 // goodListing lists modules through stock rsync-ssl (openssl type).

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestServeModes pulls and pushes a tree (a 64 MiB random file, 2,000 small
@@ -118,53 +117,4 @@ func TestServeRealAddress(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dst, "hello.txt")); err != nil || string(b) != "hello\n" {
 		t.Fatalf("pull from 127.0.0.1 did not deliver hello.txt: %v", err)
 	}
-}
-
-// TestServeBadInput feeds serve, started exactly as inetd starts it (the
-// accepted socket on fd 0), what does not belong on a TLS port. Each case
-// must end with a non-zero exit, one log line naming the peer and the
-// problem, and rsync never started.
-func TestServeBadInput(t *testing.T) {
-	p := newPKI(t)
-	rd := newRsyncd(t)
-	wrapper, starts := rsyncWrapper(t)
-	args := serveArgs(p, rd, wrapper, "--proxy-protocol", "hosts", "--handshake-timeout", "1s")
-
-	for _, tc := range badInputs(t) {
-		t.Run(tc.name, func(t *testing.T) {
-			res := runInetd(t, args, tc.client)
-			if res.code != 1 {
-				t.Errorf("exit %d, want 1; log:\n%s", res.code, res.log)
-			}
-			lines := strings.Split(strings.TrimSpace(res.log), "\n")
-			if len(lines) != 1 {
-				t.Errorf("want exactly one log line, got %d:\n%s", len(lines), res.log)
-			}
-			want := regexp.MustCompile(`(?m)rsync-ssl-shim\[\d+\]: tls handshake with 127\.0\.0\.1:\d+: ` + tc.want)
-			if !want.MatchString(res.log) {
-				t.Errorf("log line does not match %q:\n%s", want, res.log)
-			}
-			if tc.check != nil {
-				tc.check(t, res.client)
-			}
-			if n := countStarts(t, starts); n != 0 {
-				t.Fatalf("rsync was started %d times for refused input", n)
-			}
-		})
-	}
-
-	// The wrapper does record starts: a good connection starts rsync once.
-	t.Run("control", func(t *testing.T) {
-		before := countStarts(t, starts)
-		res := runInetd(t, args, func(t *testing.T, addr string) string {
-			return goodListing(t, p, addr)
-		})
-		if res.code != 0 || countStarts(t, starts) != before+1 {
-			t.Fatalf("good listing: exit %d, starts %d→%d\n%s", res.code, before, countStarts(t, starts), res.log)
-		}
-		if !strings.Contains(res.client, "data") {
-			t.Fatalf("listing lacks module data: %q", res.client)
-		}
-	})
-	_ = time.Second
 }

@@ -49,7 +49,13 @@ const headLen = 256
 // connection is torn down. An error in either direction (a reset, a bad
 // record, a write to a dead peer) aborts both at once: rsync reads EOF and
 // exits, the client sees the connection close.
-func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger time.Duration) Stats {
+//
+// stall, when positive, bounds each write: a peer that stops reading (a
+// client suspended or behind a dead link, an rsync stuck on its disk) fills
+// the socket buffers, and nothing else would ever end the blocked write.
+// Silence is not a stall: rsync may think for a long time between writes,
+// and that is bounded by rsync's own "timeout" setting, not here.
+func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger, stall time.Duration) Stats {
 	var (
 		st    Stats
 		once  sync.Once
@@ -75,7 +81,7 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger time.Duration
 	go func() {
 		defer wg.Done()
 		var err error
-		st.In, err = pump(rs, head)
+		st.In, err = pump(stallWriter{rs, stall, "rsync"}, head)
 		if err != nil {
 			abort(fmt.Errorf("client to rsync: %w", err))
 			return
@@ -84,7 +90,7 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger time.Duration
 	}()
 
 	var err error
-	st.Out, err = pump(client, resetIsEOF{rs})
+	st.Out, err = pump(stallWriter{client, stall, "client"}, resetIsEOF{rs})
 	if err != nil {
 		abort(fmt.Errorf("rsync to client: %w", err))
 	} else {
@@ -157,6 +163,47 @@ func pump(dst io.Writer, src io.Reader) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// ErrStalled is the cause when a write made no progress within the stall
+// bound.
+var ErrStalled = errors.New("stopped reading")
+
+// stallWriter puts a fresh write deadline before every write, so that a
+// write which makes no progress for d fails, while a long transfer that
+// keeps moving never does.
+type stallWriter struct {
+	c    net.Conn
+	d    time.Duration
+	peer string
+}
+
+func (w stallWriter) Write(p []byte) (int, error) {
+	if w.d <= 0 {
+		return w.c.Write(p)
+	}
+	w.c.SetWriteDeadline(time.Now().Add(w.d))
+	n, err := w.c.Write(p)
+	if err != nil && isTimeout(err) {
+		err = fmt.Errorf("%s %w: no progress writing to it for %v", w.peer, ErrStalled, w.d)
+	}
+	return n, err
+}
+
+// KeepAlive makes the kernel probe an idle client so that a peer gone
+// without a FIN or reset (a cut link, a crashed host) is noticed within
+// about d even while the bridge is only reading. A client that is merely
+// silent still answers the probes from its kernel and is left alone.
+func KeepAlive(c net.Conn, d time.Duration) {
+	kc, ok := c.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	})
+	if !ok || d <= 0 {
+		return
+	}
+	idle := min(d/2, time.Minute)
+	interval := max(min(d/8, 15*time.Second), time.Second)
+	kc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: max(idle, time.Second), Interval: interval, Count: 4})
 }
 
 func isTimeout(err error) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -75,7 +76,7 @@ func TestBridgeHalfClose(t *testing.T) {
 				rsyncEnd.Close()
 			}()
 			done := make(chan Stats, 1)
-			go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+			go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second, 0) }()
 
 			if _, err := client.Write(up); err != nil {
 				t.Fatal(err)
@@ -120,7 +121,7 @@ func TestBridgeClientVanishes(t *testing.T) {
 	rsyncEOF := make(chan struct{})
 	go func() { io.Copy(io.Discard, rsyncEnd); close(rsyncEOF) }()
 	done := make(chan Stats, 1)
-	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second) }()
+	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second, 0) }()
 	client.Write([]byte("@RSYNCD: 32.0\n"))
 	client.NetConn().(*net.TCPConn).SetLinger(0)
 	client.NetConn().Close()
@@ -136,5 +137,44 @@ func TestBridgeClientVanishes(t *testing.T) {
 	case <-rsyncEOF:
 	case <-time.After(5 * time.Second):
 		t.Fatal("rsync's side was not closed")
+	}
+}
+
+// TestBridgeClientStopsReading: rsync keeps sending to a client that never
+// reads. Without a stall bound the write would block forever once the
+// socket buffers are full; with one the bridge ends, names the cause, and
+// closes rsync's side.
+func TestBridgeClientStopsReading(t *testing.T) {
+	client, server, raw := tlsPair(t)
+	defer client.Close()
+	pair, err := NewPair(PairTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsyncEnd, _ := net.FileConn(pair.Theirs)
+	pair.Theirs.Close()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := rsyncEnd.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	const stall = 300 * time.Millisecond
+	start := time.Now()
+	done := make(chan Stats, 1)
+	go func() { done <- Bridge(server, raw, pair.Ours.(halfCloser), time.Second, stall) }()
+	select {
+	case st := <-done:
+		if !errors.Is(st.Err, ErrStalled) {
+			t.Fatalf("bridge ended with %v, want a stall", st.Err)
+		}
+		if st.Out == 0 {
+			t.Fatal("nothing was sent before the stall")
+		}
+		t.Logf("ended after %v: %v", time.Since(start).Round(time.Millisecond), st.Err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("bridge hung on a client that stopped reading")
 	}
 }

@@ -65,7 +65,7 @@ func explainHandshake(err error, timeout time.Duration, hello []byte) string {
 	case errors.Is(err, syscall.ECONNRESET):
 		return "client reset the connection mid-handshake"
 	case strings.Contains(msg, "no cipher suite supported by both"):
-		return "no cipher suite in common with the client (it offers none of TLS 1.2's ECDHE-AEAD suites)"
+		return "no cipher suite in common with the client (we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1.2)"
 	case strings.Contains(msg, "remote error: tls: "):
 		alert := msg[strings.Index(msg, "remote error: tls: ")+len("remote error: tls: "):]
 		return "client rejected the handshake with alert \"" + alert + "\" (does it trust our certificate's CA and name?)"
@@ -99,4 +99,21 @@ func HelloVersion(b []byte) (uint16, bool) {
 		return 0, false
 	}
 	return uint16(b[9])<<8 | uint16(b[10]), true
+}
+
+// renegotiationError is a client's attempt to renegotiate, which crypto/tls
+// refuses as a server (so no renegotiation attack can splice data).
+type renegotiationError struct{ err error }
+
+func (e renegotiationError) Error() string {
+	return "client tried to renegotiate TLS (refused, the session ends): " + e.err.Error()
+}
+func (e renegotiationError) Unwrap() error { return e.err }
+
+// explainBridge names what crypto/tls reports in its own terms.
+func explainBridge(err error) error {
+	if strings.Contains(err.Error(), "unexpected handshake message of type *tls.clientHelloMsg") {
+		return renegotiationError{err}
+	}
+	return err
 }

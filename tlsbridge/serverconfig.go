@@ -25,6 +25,7 @@ func ServerTLSConfig(store *CertStore, minVersion uint16) *tls.Config {
 	}
 	return &tls.Config{
 		MinVersion:     minVersion,
+		CipherSuites:   serverCipherSuites,
 		GetCertificate: store.GetCertificate,
 		// rsync needs no session resumption across processes, and a
 		// per-process ticket key would only make tickets useless.

@@ -22,6 +22,10 @@ type Server struct {
 	// Linger bounds how long the client may keep its side open after
 	// rsync is done.
 	Linger time.Duration
+	// Stall bounds a write to either side that makes no progress, and
+	// (through TCP keepalive) how long a vanished client goes unnoticed;
+	// 0 leaves both unbounded.
+	Stall time.Duration
 	// Env is the environment rsync starts from (os.Environ()).
 	Env []string
 	// RsyncStderr receives rsync's stderr; nil discards it.
@@ -173,7 +177,8 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		}
 	}()
 
-	bs := Bridge(tc, raw, pair.Ours.(halfCloser), s.Linger)
+	KeepAlive(raw, s.Stall)
+	bs := Bridge(tc, raw, pair.Ours.(halfCloser), s.Linger, s.Stall)
 	close(stopped)
 	res.In, res.Out = bs.In, bs.Out
 
@@ -196,7 +201,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	res.Module = ModuleRequested(bs.Head)
 	switch {
 	case bs.Err != nil:
-		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, bs.Err)
+		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	case res.Out == 0 && res.RsyncExit != 0:
 		hint := ""
 		if s.Pair == PairUnix {

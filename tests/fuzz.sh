@@ -1,0 +1,29 @@
+#!/bin/sh
+# Run every go test -fuzz target of the packages for a while each and print
+# how many executions each ran without a finding.
+#   tests/fuzz.sh [SECONDS]        (default 5; make stress passes more)
+# A finding fails the script; go test leaves the input under the package's
+# testdata/fuzz/ to be committed with the fix. With FUZZ_REPORT=FILE the
+# per-target counts are also written to FILE (the robustness table reads it).
+set -eu
+secs=${1:-5}
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+report=${FUZZ_REPORT:-}
+[ -n "$report" ] && : > "$report"
+status=0
+printf '%-44s %14s\n' target executions
+for pkg in ./tlsbridge ./activation; do
+	for target in $($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+		out=$($GO test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" "$pkg" 2>&1) || {
+			echo "$out"
+			echo "FAIL: $pkg $target found a failing input" >&2
+			status=1
+			continue
+		}
+		execs=$(printf '%s\n' "$out" | sed -n 's/.*execs: \([0-9]*\).*/\1/p' | tail -n 1)
+		printf '%-44s %14s\n' "${pkg#./}.$target" "${execs:-?}"
+		[ -n "$report" ] && printf '%s %s %s\n' "${pkg#./}.$target" "${execs:-?}" "$secs" >> "$report"
+	done
+done
+exit $status
