@@ -12,14 +12,15 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Debian packages the tests drive: the real programs, never stand-ins.
 TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates \
              nginx-light libnginx-mod-stream \
-             debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux
+             debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
+             sslscan openssh-client
 
 # An older rsync for the version matrix, unpacked beside the tests, never
 # installed over the system's.
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build test unit integration lint deps demo deb matrix clean
+.PHONY: all build test unit integration lint deps demo deb matrix fuzz stress robustness clean
 
 all: build
 
@@ -56,7 +57,22 @@ unit:
 integration:
 	$(GO) test -race -count=1 -timeout 45m ./tests/...
 
-test: deps lint unit integration
+test: deps lint unit integration fuzz
+
+# Each fuzz target for a few seconds; "make stress" runs them for minutes.
+fuzz:
+	tests/fuzz.sh 5
+
+# The long robustness suite: 200 concurrent sessions, 5,000 sequential
+# connections, every fault, and longer fuzzing.
+stress:
+	STRESS=1 CI=true $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy' ./tests/
+	tests/fuzz.sh 300
+
+# Rerun the long suite and rewrite docs/robustness.md from it.
+robustness:
+	mkdir -p tests/.cache && FUZZ_REPORT=tests/.cache/fuzz.txt tests/fuzz.sh 60
+	STRESS=1 UPDATE_ROBUSTNESS=1 FUZZ_REPORT=tests/.cache/fuzz.txt $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy' ./tests/
 
 # Rerun the rsync version matrix and rewrite its table in README.md.
 matrix:
