@@ -63,6 +63,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		handshake, exitIdle, linger    time.Duration
 		stall                          time.Duration
 		maxConns                       int
+		client                         tlsbridge.ClientAuthConfig
+		allowCN, allowDNS, allowURI    listFlag
+		allowEmail, allowSPKI, crls    listFlag
 	)
 	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
 	fs.Var(&certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
@@ -79,6 +82,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
 	fs.DurationVar(&linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
 	fs.DurationVar(&stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
+	fs.StringVar(&client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
+	fs.StringVar(&client.Mode, "client-auth", "", "`MODE`: require (refuse clients without a certificate that passes), optional\n(check one if given; without, rsync sees SSL_CLIENT_VERIFY=NONE) or none\n(default: require with --client-ca or --allow-spki, else none)")
+	fs.Var(&allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; any\n--allow-* match admits; none given: any certificate --client-ca verifies)")
+	fs.Var(&allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
+	fs.Var(&allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
+	fs.Var(&allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
+	fs.Var(&allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
+	fs.Var(&crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a\n--client-ca certificate; repeatable). A CRL past its next update is a warning")
+	fs.BoolVar(&client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
@@ -86,7 +98,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Logf("serve: unexpected argument %q (rsync's own arguments go in --rsync-arg)", fs.Arg(0))
 		return exitUsage
 	}
-	srv, err := buildServer(certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs, pairName, proxyName, handshake, linger, maxConns, log)
+	client.AllowCN, client.AllowDNS, client.AllowURI, client.AllowEmail, client.AllowSPKI, client.CRLFiles =
+		allowCN, allowDNS, allowURI, allowEmail, allowSPKI, crls
+	srv, err := buildServer(certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs, pairName, proxyName, handshake, linger, maxConns, client, log)
 	if err != nil {
 		log.Logf("serve: %v", err)
 		if errors.Is(err, errUsage) {
@@ -128,7 +142,7 @@ func (e usageError) Is(t error) bool {
 }
 
 func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyncArgs []string,
-	pairName, proxyName string, handshake, linger time.Duration, maxConns int, log *logger) (*servePlan, error) {
+	pairName, proxyName string, handshake, linger time.Duration, maxConns int, clientCfg tlsbridge.ClientAuthConfig, log *logger) (*servePlan, error) {
 	if len(certs) == 0 {
 		return nil, usageError{"--cert FILE and --key FILE are required"}
 	}
@@ -145,6 +159,9 @@ func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyn
 	if maxConns < 0 {
 		return nil, usageError{"--max-conns must be 0 (no cap) or more"}
 	}
+	if err := tlsbridge.CheckClientAuth(clientCfg); err != nil {
+		return nil, usageError{err.Error()}
+	}
 	var pairs []tlsbridge.CertPair
 	for i := range certs {
 		pairs = append(pairs, tlsbridge.CertPair{CertFile: certs[i], KeyFile: keys[i]})
@@ -155,6 +172,10 @@ func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyn
 	}
 	for _, w := range warns {
 		log.Logf("warning: %s", w)
+	}
+	client, err := tlsbridge.NewClientPolicy(clientCfg)
+	if err != nil {
+		return nil, err
 	}
 	info, err := tlsbridge.ProbeRsync(rsyncPath)
 	if err != nil {
@@ -194,7 +215,8 @@ func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyn
 	}
 	return &servePlan{
 		Server: tlsbridge.Server{
-			TLS:              tlsbridge.ServerTLSConfig(store, minV),
+			TLS:              tlsbridge.ServerTLSConfig(store, minV, client),
+			Client:           client,
 			HandshakeTimeout: handshake,
 			Rsync:            tlsbridge.RsyncCommand{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
 			Pair:             pair,
@@ -212,6 +234,19 @@ type servePlan struct {
 	tlsbridge.Server
 	store *tlsbridge.CertStore
 	info  *tlsbridge.RsyncInfo
+}
+
+// reload reads the server certificates, and the client CA bundle and CRLs
+// if any, again; each set is swapped in only if all of its files load.
+func (p *servePlan) reload() (warns []string, err error) {
+	warns, err = p.store.Reload()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Client.Reload(); err != nil {
+		return warns, err
+	}
+	return warns, nil
 }
 
 func logResult(log *logger, res tlsbridge.Result) {
@@ -266,12 +301,12 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 			case <-hup:
 				why = "SIGHUP"
 			case <-tick.C:
-				if !srv.store.Changed() {
+				if !srv.store.Changed() && !srv.Client.Changed() {
 					continue
 				}
 				why = "changed files"
 			}
-			warns, err := srv.store.Reload()
+			warns, err := srv.reload()
 			if err != nil {
 				log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
 				continue

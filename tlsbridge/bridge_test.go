@@ -33,7 +33,7 @@ func tlsPair(t *testing.T) (client *tls.Conn, server *tls.Conn, raw net.Conn) {
 		t.Fatal(err)
 	}
 	raw = <-ch
-	server = tls.Server(raw, ServerTLSConfig(store, tls.VersionTLS12))
+	server = tls.Server(raw, ServerTLSConfig(store, tls.VersionTLS12, nil))
 	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
 	errc := make(chan error, 1)
 	go func() { errc <- server.Handshake() }()

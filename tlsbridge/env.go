@@ -2,6 +2,7 @@ package tlsbridge
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -40,6 +41,11 @@ func SafeEnvValue(v string) bool {
 type ConnInfo struct {
 	Remote, Local netip.AddrPort
 	State         tls.ConnectionState
+	// Client is the client certificate the policy admitted, nil if none
+	// was asked for or given. Only the session sets it, after a
+	// handshake the ClientPolicy passed: State.PeerCertificates alone
+	// does not say that anyone checked them.
+	Client *x509.Certificate
 }
 
 // ownedPrefixes are variables we set; whatever the service manager or an
@@ -91,6 +97,12 @@ func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 	add("SSL_PROTOCOL", VersionName(ci.State.Version))
 	add("SSL_CIPHER", tls.CipherSuiteName(ci.State.CipherSuite))
 	add("SSL_TLS_SNI", ci.State.ServerName)
-	add("SSL_CLIENT_VERIFY", "NONE")
+	// The client certificate, in mod_ssl's names and formats
+	// (ClientVars). A URI SAN is exported only when it passes like any
+	// other value, which a "scheme://host/path" URI never does (its "/"):
+	// such URIs are matched with --allow-uri inside the shim instead.
+	for _, v := range ClientVars(ci.Client) {
+		add(v.Name, v.Value)
+	}
 	return env, dropped
 }

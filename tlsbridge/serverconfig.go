@@ -18,19 +18,43 @@ func ParseMinTLS(s string) (uint16, error) {
 }
 
 // ServerTLSConfig is the server's whole TLS policy: TLS 1.2 or newer, Go's
-// default cipher suites (forward-secret AEAD only), certificates from store.
-func ServerTLSConfig(store *CertStore, minVersion uint16) *tls.Config {
+// default cipher suites (forward-secret AEAD only), certificates from store,
+// and the client-certificate policy (nil: none asked for).
+//
+// crypto/tls only collects the client's certificate (RequestClientCert,
+// RequireAnyClientCert); client.VerifyConnection makes every decision, so
+// the CA bundle, CRLs and allow-lists are checked in one place, with a log
+// line that names the rule. It runs inside the handshake: a refused client
+// gets a TLS alert, and rsync is never started for it.
+func ServerTLSConfig(store *CertStore, minVersion uint16, client *ClientPolicy) *tls.Config {
 	if minVersion < tls.VersionTLS12 {
 		minVersion = tls.VersionTLS12
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:     minVersion,
 		CipherSuites:   serverCipherSuites,
 		GetCertificate: store.GetCertificate,
 		// rsync needs no session resumption across processes, and a
-		// per-process ticket key would only make tickets useless.
+		// per-process ticket key would only make tickets useless. It
+		// also keeps every connection's client certificate checked
+		// afresh: a resumed session would skip the certificate.
 		SessionTicketsDisabled: true,
 	}
+	if client == nil || client.Mode() == ClientAuthNone {
+		return cfg
+	}
+	cfg.ClientAuth = tls.RequestClientCert
+	if client.Mode() == ClientAuthRequire {
+		// crypto/tls then refuses a client without a certificate itself,
+		// with TLS 1.3's certificate_required alert.
+		cfg.ClientAuth = tls.RequireAnyClientCert
+	}
+	// The CertificateRequest names our CAs, so a client holding several
+	// certificates offers one we can verify. Only a hint: the decision
+	// reads the CA bundle as last (re)loaded.
+	cfg.ClientCAs = client.hint
+	cfg.VerifyConnection = client.VerifyConnection
+	return cfg
 }
 
 // VersionName spells a TLS version the way mod_ssl's SSL_PROTOCOL does.

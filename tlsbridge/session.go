@@ -3,6 +3,7 @@ package tlsbridge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +16,10 @@ import (
 
 // Server bridges TLS connections to a fresh rsync each.
 type Server struct {
-	TLS              *tls.Config
+	TLS *tls.Config
+	// Client is the client-certificate policy TLS was built with
+	// (ServerTLSConfig), nil for none.
+	Client           *ClientPolicy
 	HandshakeTimeout time.Duration
 	Rsync            RsyncCommand
 	Pair             PairKind
@@ -129,14 +133,32 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	err = tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
+		if msg, ok := ExplainClientCert(err); ok {
+			// The alert is on its way; closing with the client's
+			// last flight unread would send a reset that can
+			// overtake it, and the client would see a reset instead.
+			lingerClose(raw)
+			return fail("tls handshake", "%s", msg)
+		}
 		return fail("tls handshake", "%s", explainHandshake(err, s.HandshakeTimeout, hello))
 	}
 	raw.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	res.SNI, res.Version, res.Cipher = st.ServerName, VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
 
+	// The handshake succeeded, so s.Client's VerifyConnection admitted
+	// this certificate (TLS carries the same policy).
+	var client *x509.Certificate
+	if s.Client != nil && len(st.PeerCertificates) > 0 {
+		client = st.PeerCertificates[0]
+		for _, w := range s.Client.Warnings(st.PeerCertificates) {
+			s.Logf("%s: warning: %s", res.Peer, w)
+		}
+	}
+	res.Identity = ClientIdentity(client)
+
 	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
-	env, dropped := RsyncEnv(s.Env, ConnInfo{Remote: remote, Local: local, State: st})
+	env, dropped := RsyncEnv(s.Env, ConnInfo{Remote: remote, Local: local, State: st, Client: client})
 	for _, k := range dropped {
 		s.Logf("%s: %s left out of rsync's environment: its value has characters rsyncd.conf and hooks cannot take safely", res.Peer, k)
 	}
