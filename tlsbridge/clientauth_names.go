@@ -84,13 +84,16 @@ func FormatDN(raw []byte) string {
 	if !ok {
 		return "#" + hex.EncodeToString(raw)
 	}
+	// OpenSSL's XN_FLAG_DN_REV reverses the flat list of attributes, so
+	// the values of a multi-valued RDN come out reversed too.
 	var b strings.Builder
 	for i := len(seq) - 1; i >= 0; i-- {
 		if i != len(seq)-1 {
 			b.WriteByte(',')
 		}
-		for j, atv := range seq[i] {
-			if j > 0 {
+		for j := len(seq[i]) - 1; j >= 0; j-- {
+			atv := seq[i][j]
+			if j != len(seq[i])-1 {
 				b.WriteByte('+')
 			}
 			name, ok := shortNames[atv.Type.String()]
