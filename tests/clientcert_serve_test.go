@@ -55,6 +55,10 @@ func TestClientCertRefusals(t *testing.T) {
 			`client sent no certificate; --client-auth require needs one$`, "alert certificate required"},
 		{"other-ca", ca, foreign,
 			`client certificate CN=host-a serial=` + serialHex(foreign.X509) + ` refused: issued by CN=Other Test CA, which is not in --client-ca$`, "alert bad certificate"},
+		// optional admits a client without a certificate, not one
+		// whose certificate fails.
+		{"optional-other-ca", append([]string{"--client-auth", "optional"}, ca...), foreign,
+			`client certificate CN=host-a serial=` + serialHex(foreign.X509) + ` refused: issued by CN=Other Test CA, which is not in --client-ca$`, "alert bad certificate"},
 		{"expired", ca, expired,
 			`client certificate CN=old-host serial=` + serialHex(expired.X509) + ` refused: expired ` + regexp.QuoteMeta(expired.X509.NotAfter.UTC().Format(time.RFC3339)) + `$`, "alert bad certificate"},
 		{"not-yet-valid", ca, future,
@@ -318,4 +322,35 @@ func TestClientCertTLS12(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClientCertCRLReload: a long-running listener picks up a reissued
+// CRL by itself, so a certificate revoked after start is refused.
+func TestClientCertCRLReload(t *testing.T) {
+	p := newPKI(t)
+	rsync := rsyncPath(t)
+	rd := newRsyncd(t)
+	if err := os.WriteFile(filepath.Join(rd.Data, "hello.txt"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := p.IssueClient(t, "laptop", ClientOpts{CN: "laptop", Serial: 0x77})
+	crl := p.WriteCRL(t, "clients.crl", time.Now().Add(24*time.Hour))
+	s := startMode(t, "listen", serveArgs(p, rd, rsync, "--client-ca", p.CA, "--crl", crl))
+	if out, code := sslClient(t, p, s.addr(), c, "localhost::data/hello.txt", t.TempDir()+"/"); code != 0 {
+		t.Fatalf("before revocation: exit %d\n%s\n%s", code, out, s.Log)
+	}
+	p.WriteCRL(t, "clients.crl", time.Now().Add(24*time.Hour), big.NewInt(0x77))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, code := sslClient(t, p, s.addr(), c, "localhost::data/hello.txt", t.TempDir()+"/")
+		if code != 0 && strings.Contains(out, "alert bad certificate") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still admitted 15s after the CRL revoked it:\n%s", s.Log)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	wantLog(t, s.Log.String(), `reloaded certificates \(changed files\)$`)
+	wantLog(t, s.Log.String(), peerRe+`client certificate CN=laptop serial=77 refused: revoked \S+ \(--crl `+regexp.QuoteMeta(crl)+`\)$`)
 }

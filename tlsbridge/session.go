@@ -147,7 +147,15 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	res.SNI, res.Version, res.Cipher = st.ServerName, VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
 
 	// The handshake succeeded, so s.Client's VerifyConnection admitted
-	// this certificate (TLS carries the same policy).
+	// this certificate (TLS carries the same policy). A TLS config not
+	// built by ServerTLSConfig with it is checked here: late, with no
+	// alert, but still before rsync exists.
+	if s.Client != nil && s.TLS.VerifyConnection == nil {
+		if err := s.Client.VerifyConnection(st); err != nil {
+			msg, _ := ExplainClientCert(err)
+			return fail("tls handshake", "%s", msg)
+		}
+	}
 	var client *x509.Certificate
 	if s.Client != nil && len(st.PeerCertificates) > 0 {
 		client = st.PeerCertificates[0]
