@@ -42,7 +42,7 @@ type ConnInfo struct {
 	Remote, Local netip.AddrPort
 	State         tls.ConnectionState
 	// Client is the client certificate the policy admitted, nil if none
-	// was asked for or given. Only the session sets it, after a
+	// was asked for or given. Only ServeConn sets it, after a
 	// handshake the ClientPolicy passed: State.PeerCertificates alone
 	// does not say that anyone checked them.
 	Client *x509.Certificate
