@@ -84,12 +84,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
 	fs.StringVar(&client.Mode, "client-auth", "", "`MODE`: require (refuse clients without a certificate that passes), optional\n(check one if given; without, rsync sees SSL_CLIENT_VERIFY=NONE) or none\n(default: require with --client-ca or --allow-spki, else none)")
-	fs.Var(&allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; any\n--allow-* match admits; none given: any certificate --client-ca verifies)")
+	fs.Var(&allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; one match\nin any of the allow lists admits; with none, any certificate --client-ca verifies)")
 	fs.Var(&allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
 	fs.Var(&allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
 	fs.Var(&allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
 	fs.Var(&allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
-	fs.Var(&crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a\n--client-ca certificate; repeatable). A CRL past its next update is a warning")
+	fs.Var(&crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
 	fs.BoolVar(&client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code

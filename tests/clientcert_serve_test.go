@@ -245,7 +245,7 @@ func TestClientCertUsage(t *testing.T) {
 		{[]string{"--client-auth", "optional"}, "--client-auth optional needs --client-ca FILE", 2},
 		{[]string{"--client-auth", "maybe", "--client-ca", p.CA}, `--client-auth "maybe": give none, optional or require`, 2},
 		{[]string{"--allow-cn", "host-a"}, "--client-auth none asks for no client certificate, so --allow-cn would do nothing", 2},
-		{[]string{"--allow-spki", "sha256:abc"}, `--allow-spki "sha256:abc": 2 bytes after base64, not 32: want sha256:`, 2},
+		{[]string{"--allow-spki", "sha256:abc"}, `--allow-spki: pin "sha256:abc": want sha256: followed by 44 base64 characters`, 2},
 		{[]string{"--client-ca", p.CA, "--crl-strict"}, "--crl-strict needs --crl FILE", 2},
 		{[]string{"--client-ca", filepath.Join(p.Dir, "missing.pem")}, "--client-ca: open ", 1},
 		{[]string{"--client-ca", p.CA, "--crl", p.CA}, "--crl " + p.CA + ": not a CRL", 1},

@@ -2,7 +2,6 @@ package tlsbridge
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -54,7 +53,8 @@ type ClientAuthConfig struct {
 	// names, not an emailAddress attribute in the subject.
 	AllowEmail []string
 	// AllowSPKI pins keys: "sha256:" and the base64 SHA-256 of the
-	// certificate's SubjectPublicKeyInfo (the HPKP/curl pin format).
+	// certificate's SubjectPublicKeyInfo, read by ParsePin like the
+	// client's --pin.
 	// Without CAFile these pins are the whole policy: any certificate,
 	// self-signed included, whose key is pinned is admitted.
 	AllowSPKI []string
@@ -83,7 +83,7 @@ func ParseClientAuth(s string) (ClientAuthMode, error) {
 }
 
 // resolve checks that the flags fit together and fills in the default mode.
-func (c ClientAuthConfig) resolve() (ClientAuthMode, map[[32]byte]bool, error) {
+func (c ClientAuthConfig) resolve() (ClientAuthMode, map[Pin]bool, error) {
 	mode := ClientAuthNone
 	if c.CAFile != "" || len(c.AllowSPKI) > 0 {
 		mode = ClientAuthRequire
@@ -146,11 +146,12 @@ func (c ClientAuthConfig) resolve() (ClientAuthMode, map[[32]byte]bool, error) {
 			}
 		}
 	}
-	pins := map[[32]byte]bool{}
+	pins := map[Pin]bool{}
 	for _, s := range c.AllowSPKI {
-		h, err := ParseSPKIPin(s)
+		h, err := ParsePin(s)
 		if err != nil {
-			return 0, nil, usageErr{fmt.Sprintf("--allow-spki %q: %v", s, err)}
+			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: %v; a refused client's log line shows its key's pin, or run\n"+
+				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", err)}
 		}
 		pins[h] = true
 	}
@@ -170,7 +171,7 @@ func CheckClientAuth(c ClientAuthConfig) error {
 type ClientPolicy struct {
 	cfg      ClientAuthConfig
 	mode     ClientAuthMode
-	pins     map[[32]byte]bool
+	pins     map[Pin]bool
 	allowCN  map[string]bool
 	allowDNS map[string]bool
 	allowURI map[string]bool
@@ -561,8 +562,7 @@ func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 		lists = append(lists, "--allow-email")
 	}
 	if len(p.pins) > 0 {
-		h := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-		if p.pins[h] {
+		if p.pins[PinOf(leaf)] {
 			return ""
 		}
 		lists = append(lists, "--allow-spki")
@@ -573,7 +573,7 @@ func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 	why := "not in " + strings.Join(lists, " or ")
 	if len(p.pins) > 0 {
 		// The admin who means to pin this client reads its pin here.
-		why += " (its key is " + SPKIPin(leaf) + ")"
+		why += " (its key is " + PinOf(leaf).String() + ")"
 	}
 	return why
 }

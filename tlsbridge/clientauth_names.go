@@ -4,10 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -218,37 +216,6 @@ func FormatSerial(c *x509.Certificate) string {
 // mod_ssl uses for SSL_CLIENT_V_START and SSL_CLIENT_V_END.
 func FormatCertTime(t time.Time) string {
 	return t.UTC().Format("Jan _2 15:04:05 2006 GMT")
-}
-
-// SPKIPin returns the --allow-spki pin of a certificate's key.
-func SPKIPin(c *x509.Certificate) string {
-	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return "sha256:" + base64.StdEncoding.EncodeToString(h[:])
-}
-
-var errPinFormat = errors.New("want sha256: and the base64 SHA-256 of the key's SubjectPublicKeyInfo, as printed by\n" +
-	"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64")
-
-// ParseSPKIPin reads an --allow-spki value: "sha256:" and 32 bytes in
-// standard base64, with or without padding.
-func ParseSPKIPin(s string) ([32]byte, error) {
-	var h [32]byte
-	b64, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(b64) == 0 {
-		return h, errPinFormat
-	}
-	raw, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil {
-		raw, err = base64.RawStdEncoding.Strict().DecodeString(b64)
-	}
-	if err != nil {
-		return h, errPinFormat
-	}
-	if len(raw) != len(h) {
-		return h, fmt.Errorf("%d bytes after base64, not 32: %w", len(raw), errPinFormat)
-	}
-	copy(h[:], raw)
-	return h, nil
 }
 
 // ClientVar is one exported variable.

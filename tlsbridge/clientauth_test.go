@@ -23,14 +23,14 @@ import (
 	"time"
 )
 
-// testCA is a CA for the unit tests, made at run time.
-type testCA struct {
+// clientTestCA is a CA for the unit tests, made at run time.
+type clientTestCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	file string
 }
 
-func newTestCA(t *testing.T, dir, cn string, parent *testCA) *testCA {
+func newClientTestCA(t *testing.T, dir, cn string, parent *clientTestCA) *clientTestCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -56,7 +56,7 @@ func newTestCA(t *testing.T, dir, cn string, parent *testCA) *testCA {
 	c, _ := x509.ParseCertificate(der)
 	f := filepath.Join(dir, strings.ReplaceAll(cn, " ", "_")+".pem")
 	os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	return &testCA{cert: c, key: key, file: f}
+	return &clientTestCA{cert: c, key: key, file: f}
 }
 
 type leafOpts struct {
@@ -73,7 +73,7 @@ type leafOpts struct {
 }
 
 // issue makes a leaf signed by ca (self-signed if ca is nil).
-func (ca *testCA) issue(t *testing.T, o leafOpts) (*x509.Certificate, *ecdsa.PrivateKey) {
+func (ca *clientTestCA) issue(t *testing.T, o leafOpts) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key := o.key
 	if key == nil {
@@ -130,7 +130,7 @@ func (ca *testCA) issue(t *testing.T, o leafOpts) (*x509.Certificate, *ecdsa.Pri
 }
 
 // crl writes a CRL by ca revoking serials; pem selects the encoding.
-func (ca *testCA) crl(t *testing.T, dir, name string, nextUpdate time.Time, asPEM bool, serials ...*big.Int) string {
+func (ca *clientTestCA) crl(t *testing.T, dir, name string, nextUpdate time.Time, asPEM bool, serials ...*big.Int) string {
 	t.Helper()
 	var entries []x509.RevocationListEntry
 	for _, s := range serials {
@@ -174,8 +174,8 @@ func TestClientAuthUsage(t *testing.T) {
 		{ClientAuthConfig{AllowSPKI: []string{pin}, CRLFiles: []string{"x.crl"}}, "--crl needs --client-ca FILE"},
 		{ClientAuthConfig{CAFile: "ca.pem", CRLStrict: true}, "--crl-strict needs --crl FILE"},
 		{ClientAuthConfig{CAFile: "ca.pem", AllowCN: []string{""}}, `--allow-cn "": give a name`},
-		{ClientAuthConfig{CAFile: "ca.pem", AllowSPKI: []string{"sha1:abc"}}, `--allow-spki "sha1:abc": want sha256:`},
-		{ClientAuthConfig{CAFile: "ca.pem", AllowSPKI: []string{"sha256:AAAA"}}, "3 bytes after base64, not 32"},
+		{ClientAuthConfig{CAFile: "ca.pem", AllowSPKI: []string{"sha1:abc"}}, `--allow-spki: pin "sha1:abc": want sha256:BASE64`},
+		{ClientAuthConfig{CAFile: "ca.pem", AllowSPKI: []string{"sha256:AAAA"}}, `--allow-spki: pin "sha256:AAAA": want sha256: followed by 44 base64 characters`},
 		{ClientAuthConfig{CAFile: "ca.pem"}, ""},
 		{ClientAuthConfig{AllowSPKI: []string{pin}}, ""},
 		{ClientAuthConfig{Mode: "optional", AllowSPKI: []string{pin}}, ""},
@@ -209,9 +209,9 @@ func TestClientAuthUsage(t *testing.T) {
 
 func TestClientPolicyCheck(t *testing.T) {
 	dir := t.TempDir()
-	root := newTestCA(t, dir, "Root CA", nil)
-	inter := newTestCA(t, dir, "Issuing CA", root)
-	other := newTestCA(t, dir, "Other CA", nil)
+	root := newClientTestCA(t, dir, "Root CA", nil)
+	inter := newClientTestCA(t, dir, "Issuing CA", root)
+	other := newClientTestCA(t, dir, "Other CA", nil)
 	// The bundle holds the root and the intermediate (which signs the
 	// intermediate's CRL).
 	bundle := filepath.Join(dir, "bundle.pem")
@@ -226,8 +226,8 @@ func TestClientPolicyCheck(t *testing.T) {
 	expired, _ := inter.issue(t, leafOpts{cn: "old", notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
 	future, _ := inter.issue(t, leafOpts{cn: "new", notBefore: time.Now().Add(24 * time.Hour), notAfter: time.Now().Add(48 * time.Hour)})
 	serverOnly, _ := inter.issue(t, leafOpts{cn: "web", eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	selfSigned, _ := (*testCA)(nil).issue(t, leafOpts{cn: "laptop"})
-	selfExpired, _ := (*testCA)(nil).issue(t, leafOpts{cn: "laptop", notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
+	selfSigned, _ := (*clientTestCA)(nil).issue(t, leafOpts{cn: "laptop"})
+	selfExpired, _ := (*clientTestCA)(nil).issue(t, leafOpts{cn: "laptop", notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
 
 	freshCRL := inter.crl(t, dir, "fresh.crl", time.Now().Add(24*time.Hour), true, big.NewInt(4242))
 	staleCRL := inter.crl(t, dir, "stale.crl", time.Now().Add(-time.Hour), false)
@@ -262,13 +262,13 @@ func TestClientPolicyCheck(t *testing.T) {
 		{"allow-uri-miss", ClientAuthConfig{CAFile: root.file, AllowURI: []string{"spiffe://example.org/host/b"}}, chain(good), "not in --allow-uri", ""},
 		{"allow-email", ClientAuthConfig{CAFile: root.file, AllowEmail: []string{"Backup@example.org"}}, chain(good), "", ""},
 		{"allow-email-local-part", ClientAuthConfig{CAFile: root.file, AllowEmail: []string{"backup@example.org"}}, chain(good), "not in --allow-email", ""},
-		{"allow-spki", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{SPKIPin(good)}}, chain(good), "", ""},
-		{"allow-spki-miss", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{SPKIPin(byRoot)}}, chain(good), "not in --allow-spki (its key is " + SPKIPin(good) + ")", ""},
-		{"allow-spki-needs-ca-too", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{SPKIPin(foreign)}}, []*x509.Certificate{foreign}, "which is not in --client-ca", ""},
-		{"pin-only", ClientAuthConfig{AllowSPKI: []string{SPKIPin(selfSigned)}}, []*x509.Certificate{selfSigned}, "", ""},
-		{"pin-only-ca-issued", ClientAuthConfig{AllowSPKI: []string{SPKIPin(good)}}, chain(good), "", ""},
-		{"pin-only-miss", ClientAuthConfig{AllowSPKI: []string{SPKIPin(good)}}, []*x509.Certificate{selfSigned}, "client certificate CN=laptop serial=" + FormatSerial(selfSigned) + " refused: not in --allow-spki", ""},
-		{"pin-only-expired", ClientAuthConfig{AllowSPKI: []string{SPKIPin(selfExpired)}}, []*x509.Certificate{selfExpired}, "refused: expired", ""},
+		{"allow-spki", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(good).String()}}, chain(good), "", ""},
+		{"allow-spki-miss", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(byRoot).String()}}, chain(good), "not in --allow-spki (its key is " + PinOf(good).String() + ")", ""},
+		{"allow-spki-needs-ca-too", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(foreign).String()}}, []*x509.Certificate{foreign}, "which is not in --client-ca", ""},
+		{"pin-only", ClientAuthConfig{AllowSPKI: []string{PinOf(selfSigned).String()}}, []*x509.Certificate{selfSigned}, "", ""},
+		{"pin-only-ca-issued", ClientAuthConfig{AllowSPKI: []string{PinOf(good).String()}}, chain(good), "", ""},
+		{"pin-only-miss", ClientAuthConfig{AllowSPKI: []string{PinOf(good).String()}}, []*x509.Certificate{selfSigned}, "client certificate CN=laptop serial=" + FormatSerial(selfSigned) + " refused: not in --allow-spki", ""},
+		{"pin-only-expired", ClientAuthConfig{AllowSPKI: []string{PinOf(selfExpired).String()}}, []*x509.Certificate{selfExpired}, "refused: expired", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -301,7 +301,7 @@ func TestClientPolicyCheck(t *testing.T) {
 
 func TestClientPolicyNoCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "CA", nil)
+	ca := newClientTestCA(t, dir, "CA", nil)
 	req, _ := NewClientPolicy(ClientAuthConfig{CAFile: ca.file})
 	if err := req.VerifyConnection(tls.ConnectionState{}); err == nil || !strings.Contains(err.Error(), "client sent no certificate") {
 		t.Errorf("require without a certificate: %v", err)
@@ -318,8 +318,8 @@ func TestClientPolicyNoCertificate(t *testing.T) {
 
 func TestClientPolicyFiles(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "CA", nil)
-	other := newTestCA(t, dir, "Other", nil)
+	ca := newClientTestCA(t, dir, "CA", nil)
+	other := newClientTestCA(t, dir, "Other", nil)
 	junk := filepath.Join(dir, "junk")
 	os.WriteFile(junk, []byte("not a crl"), 0o600)
 	empty := filepath.Join(dir, "empty.pem")
@@ -354,7 +354,7 @@ func TestClientPolicyFiles(t *testing.T) {
 	}
 
 	// A CRL that claims our CA's name but was signed by another key.
-	impostor := &testCA{cert: ca.cert, key: other.key}
+	impostor := &clientTestCA{cert: ca.cert, key: other.key}
 	forged := filepath.Join(dir, "forged.crl")
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, impostor.cert, impostor.key)
 	if err != nil {
@@ -368,7 +368,7 @@ func TestClientPolicyFiles(t *testing.T) {
 
 func TestClientPolicyReload(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "CA", nil)
+	ca := newClientTestCA(t, dir, "CA", nil)
 	leaf, _ := ca.issue(t, leafOpts{cn: "a", serial: 99})
 	crl := ca.crl(t, dir, "ca.crl", time.Now().Add(time.Hour), true)
 	p, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{crl}})
@@ -457,7 +457,7 @@ func TestFormatDNMatchesOpenSSL(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "Cross Check CA", nil)
+	ca := newClientTestCA(t, dir, "Cross Check CA", nil)
 	for i, n := range []pkix.Name{
 		{Country: []string{"DE"}, Province: []string{"Berlin"}, Locality: []string{"Berlin"}, Organization: []string{"Example Corp"}, OrganizationalUnit: []string{"Backup"}, CommonName: "host-a.example.org"},
 		{CommonName: "a,b+c;d", Organization: []string{" lead", "trail "}},
@@ -500,40 +500,33 @@ func TestFormatSerialAndTime(t *testing.T) {
 	}
 }
 
-func TestParseSPKIPin(t *testing.T) {
+// TestPinMatchesOpenSSL: an --allow-spki pin is what the documented
+// openssl pipeline prints for the client's certificate.
+func TestPinMatchesOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "CA", nil)
+	ca := newClientTestCA(t, dir, "CA", nil)
 	c, _ := ca.issue(t, leafOpts{cn: "x"})
-	pin := SPKIPin(c)
-	h, err := ParseSPKIPin(pin)
+	f := filepath.Join(dir, "c.pem")
+	os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600)
+	out, err := exec.Command("sh", "-c", "openssl x509 -in "+f+" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h2, err := ParseSPKIPin(strings.TrimRight(pin, "=")); err != nil || h2 != h {
-		t.Errorf("unpadded pin: %v", err)
+	pin := "sha256:" + strings.TrimSpace(string(out))
+	if got := PinOf(c).String(); got != pin {
+		t.Errorf("openssl pipeline gives %s, PinOf %s", pin, got)
 	}
-	for _, bad := range []string{"", "sha256:", "sha256", pin[len("sha256:"):], "SHA256:" + pin[7:], "sha256:!!!!", "sha256:" + pin[7:len(pin)-2], "sha256://" + pin[7:], pin + " "} {
-		if _, err := ParseSPKIPin(bad); err == nil {
-			t.Errorf("ParseSPKIPin(%q) accepted", bad)
-		}
-	}
-	// The pin equals what the documented openssl pipeline prints.
-	if _, err := exec.LookPath("openssl"); err == nil {
-		f := filepath.Join(dir, "c.pem")
-		os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600)
-		out, err := exec.Command("sh", "-c", "openssl x509 -in "+f+" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := "sha256:" + strings.TrimSpace(string(out)); got != pin {
-			t.Errorf("openssl pipeline gives %s, SPKIPin %s", got, pin)
-		}
+	if p, err := ParsePin(pin); err != nil || p != PinOf(c) {
+		t.Errorf("ParsePin(%s) = %v, %v", pin, p, err)
 	}
 }
 
 func TestRsyncEnvClient(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "Env CA", nil)
+	ca := newClientTestCA(t, dir, "Env CA", nil)
 	c, _ := ca.issue(t, leafOpts{subject: &pkix.Name{CommonName: "host-a", Organization: []string{"Example"}}, serial: 0x1a2b,
 		dns: []string{"host-a.example.org", "bad/name.example", "host-a"}, uris: []string{"urn:example:host-a", "spiffe://example.org/host/a"},
 		notBefore: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), notAfter: time.Date(2027, 3, 14, 5, 6, 7, 0, time.UTC)})
@@ -610,7 +603,7 @@ func TestHandshakeRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newTestCA(t, dir, "Client CA", nil)
+	ca := newClientTestCA(t, dir, "Client CA", nil)
 	good, goodKey := ca.issue(t, leafOpts{cn: "host-a"})
 	other, otherKey := ca.issue(t, leafOpts{cn: "host-b"})
 	policy, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, AllowCN: []string{"host-a"}})
