@@ -169,7 +169,7 @@ func TestClientCertAdmitted(t *testing.T) {
 			t.Errorf("SSL_CLIENT_SAN_URI_1=%q: a URI with / must be left out", v)
 		}
 		wantLog(t, res.log, `127\.0\.0\.1:\d+: SSL_CLIENT_SAN_URI_1 left out of rsync's environment`)
-		wantLog(t, res.log, `127\.0\.0\.1:\d+: served sni=localhost tls=TLSv1\.3 cipher=\S+ client=host-a module=data rsync_exit=0 `)
+		wantLog(t, res.log, `127\.0\.0\.1:\d+: served sni=localhost tls=TLSv1\.3 cipher=\S+ client=host-a module=data (?:\S+ )*rsync_exit=0 `)
 		if n := len(logLines(res.log)); n != 2 {
 			t.Errorf("want 2 log lines (the left-out URI, the summary), got %d:\n%s", n, res.log)
 		}
@@ -184,7 +184,7 @@ func TestClientCertAdmitted(t *testing.T) {
 		if s := sslVars(env); s != "SSL_CLIENT_VERIFY=NONE" {
 			t.Errorf("client variables beyond SSL_CLIENT_VERIFY:\n%s", s)
 		}
-		wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=- module=data rsync_exit=0 `)
+		wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=- module=data (?:\S+ )*rsync_exit=0 `)
 	})
 
 	t.Run("optional-with-certificate", func(t *testing.T) {
@@ -222,7 +222,7 @@ func TestClientCertAdmitted(t *testing.T) {
 				}
 				wantLog(t, res.log, `127\.0\.0\.1:\d+: `+k+` left out of rsync's environment`)
 			}
-			wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=- module=data rsync_exit=0 `)
+			wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=- module=data (?:\S+ )*rsync_exit=0 `)
 			if n := len(logLines(res.log)); n != 3 {
 				t.Errorf("want 3 log lines, got %d:\n%s", n, res.log)
 			}
@@ -281,7 +281,7 @@ func TestClientCertConnect(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dst, "hello.txt")); err != nil || string(b) != "hello\n" {
 		t.Fatalf("hello.txt not delivered: %v", err)
 	}
-	wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=host-a module=data rsync_exit=0 `)
+	wantLog(t, res.log, `127\.0\.0\.1:\d+: served .* client=host-a module=data (?:\S+ )*rsync_exit=0 `)
 }
 
 // TestClientCertTLS12 repeats two refusals with openssl s_client held to
