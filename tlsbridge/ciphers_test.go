@@ -7,7 +7,7 @@ import (
 )
 
 func TestServerCipherSuitesForwardSecretAEAD(t *testing.T) {
-	cfg := ServerTLSConfig(nil, tls.VersionTLS12)
+	cfg := ServerTLSConfig(nil, tls.VersionTLS12, nil)
 	if len(cfg.CipherSuites) == 0 {
 		t.Fatal("the server leaves TLS 1.2 suites to Go's defaults, which include CBC suites")
 	}

@@ -17,9 +17,9 @@ func ParseMinTLS(s string) (uint16, error) {
 	return 0, fmt.Errorf("--min-tls %q: give 1.2 or 1.3", s)
 }
 
-// ServerTLSConfig is the server's whole TLS policy: TLS 1.2 or newer, Go's
-// default cipher suites (forward-secret AEAD only), certificates from store,
-// and the client-certificate policy (nil: none asked for).
+// ServerTLSConfig is the server's whole TLS policy: TLS 1.2 or newer,
+// forward-secret AEAD suites only (serverCipherSuites), certificates from
+// store, and the client-certificate policy (nil: none asked for).
 //
 // crypto/tls only collects the client's certificate (RequestClientCert,
 // RequireAnyClientCert); client.VerifyConnection makes every decision, so
