@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The README's client-certificate recipes (docs/client-certificates.md),
+// The client-certificate recipes of README.md ("Client certificates"),
 // each run as written against a server started by systemd-socket-activate.
 
 func writeFile(t *testing.T, path, body string, mode os.FileMode) {
