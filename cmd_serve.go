@@ -41,6 +41,13 @@ rsync binary without running it):
 Every version also gets TCPREMOTEIP, SSL_PROTOCOL and friends in its
 environment (and so in its exec hooks).
 
+Behind a TCP load balancer (HAProxy "send-proxy-v2", a cloud NLB), list it
+with --trusted-proxy: its connections must then start with a PROXY v1 or v2
+header, read before TLS, and the client address it carries is the one that
+counts everywhere. A connection from it that closes without a header, or
+after a v2 LOCAL header, is a health check (one log line, exit 0, no rsync).
+A PROXY header from any other peer is refused.
+
 Exit status (one connection): 0 served, rsync's own status when rsync failed,
 1 when the connection failed before or around rsync, 2 for bad usage.
 `
@@ -58,6 +65,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	var (
 		certs, keys, listen, rsyncArgs listFlag
+		trustedProxies                 listFlag
 		minTLS, rsyncPath, rsyncConf   string
 		pairName, proxyName            string
 		handshake, exitIdle, linger    time.Duration
@@ -78,6 +86,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync),\nunix (AF_UNIX, cheaper, rsync 3.5.0 and older only), or auto (unix when the\nrsync binary says 3.5.0 or older, else tcp)")
 	fs.StringVar(&proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
 	fs.Var(&listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
+	fs.Var(&trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
 	fs.IntVar(&maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
 	fs.DurationVar(&exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
 	fs.DurationVar(&linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
@@ -110,6 +119,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	srv.RsyncStderr = rsyncStderr
 	srv.Stall = max(stall, 0)
+	if srv.proxies, err = trustedProxyPolicy(trustedProxies); err != nil {
+		log.Logf("serve: %v", err)
+		return exitUsage
+	}
 
 	src, err := activation.Detect(listen)
 	if err != nil {
@@ -125,9 +138,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if src.Conn != nil {
-		res := srv.ServeConn(ctx, src.Conn)
-		logResult(log, res)
-		return connExit(res)
+		return srv.serveOne(ctx, src.Conn, log)
 	}
 	return serveLoop(ctx, srv, src, maxConns, exitIdle, log)
 }
@@ -234,6 +245,42 @@ type servePlan struct {
 	tlsbridge.Server
 	store *tlsbridge.CertStore
 	info  *tlsbridge.RsyncInfo
+	// proxies are the load balancers trusted to send PROXY headers
+	// (--trusted-proxy); nil when there are none.
+	proxies *activation.ProxyPolicy
+}
+
+func trustedProxyPolicy(values []string) (*activation.ProxyPolicy, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	p := &activation.ProxyPolicy{}
+	for _, v := range values {
+		pfx, err := activation.ParseTrustedProxy(v)
+		if err != nil {
+			return nil, err
+		}
+		p.Trusted = append(p.Trusted, pfx)
+	}
+	return p, nil
+}
+
+// serveOne runs one connection: the PROXY header first when the peer is a
+// trusted load balancer, then TLS and rsync. It logs the outcome and
+// returns the exit status for per-connection mode.
+func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int {
+	pc, err := srv.proxies.Intake(c, time.Now().Add(srv.HandshakeTimeout))
+	if err != nil {
+		c.Close()
+		log.Logf("%v", err)
+		if errors.Is(err, activation.ErrHealthCheck) {
+			return exitOK
+		}
+		return exitFailure
+	}
+	res := srv.ServeConn(ctx, pc)
+	logResult(log, res)
+	return connExit(res)
 }
 
 // reload reads the server certificates, and the client CA bundle and CRLs
@@ -320,7 +367,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 
 	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: maxConns, ExitIdle: exitIdle, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
-			logResult(log, srv.ServeConn(ctx, c))
+			srv.serveOne(ctx, c, log)
 		})
 	if ctx.Err() != nil {
 		log.Logf("stopping: signal received")

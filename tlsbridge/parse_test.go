@@ -25,6 +25,12 @@ func TestClassify(t *testing.T) {
 		{"\x80\x2e\x05", KindOther, false},
 		{"hello world", KindOther, false},
 		{"", KindOther, true},
+		{"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n", KindProxy, false},
+		{"PROXY ", KindProxy, false},
+		{"PRO", KindOther, true},
+		{"PROXYZ", KindOther, false},
+		{"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c", KindProxy, false},
+		{"\r\n\r\n\x00", KindOther, true},
 	}
 	for _, tc := range tests {
 		k, more := Classify([]byte(tc.in))

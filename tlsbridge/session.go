@@ -88,6 +88,12 @@ func (r Result) String() string {
 // its temporary files, and the session winds down.
 func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	start := time.Now()
+	// A connection whose PROXY header was read first (activation's
+	// ProxiedConn) started earlier: the handshake deadline counts from
+	// its accept, so the header cannot stretch it.
+	if a, ok := raw.(interface{ AcceptedAt() time.Time }); ok {
+		start = a.AcceptedAt()
+	}
 	res.RsyncExit = -1
 	res.Peer = raw.RemoteAddr().String()
 	defer func() { res.Duration = time.Since(start) }()
@@ -121,6 +127,8 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		return fail("tls handshake", "HTTP request (%q) on the TLS port; answered 400", firstLine(pc.buf))
 	case KindSSH:
 		return fail("tls handshake", "SSH client (%q) on the TLS port", firstLine(pc.buf))
+	case KindProxy:
+		return fail("tls handshake", "PROXY protocol header from a peer not in --trusted-proxy")
 	case KindSSLv2:
 		return fail("tls handshake", "client sent an SSLv2-format hello (an SSLv2/SSLv3-era client); TLS 1.2 or newer is required")
 	default:

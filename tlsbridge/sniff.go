@@ -22,8 +22,13 @@ const (
 	KindHTTP                   // an HTTP request line
 	KindSSH                    // an SSH banner
 	KindSSLv2                  // an SSLv2-format ClientHello (SSLv2/SSLv3-era clients)
+	KindProxy                  // a PROXY protocol v1 or v2 header, from a peer not trusted to send one
 	KindOther                  // anything else
 )
+
+// proxyV1Prefix starts a PROXY protocol v1 line; proxyV2Sig (in
+// proxyheader.go) starts a v2 header.
+const proxyV1Prefix = "PROXY "
 
 var httpMethods = []string{"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS ", "CONNECT ", "PATCH ", "TRACE ", "PRI * "}
 
@@ -47,7 +52,7 @@ func Classify(b []byte) (k Kind, more bool) {
 		}
 		return KindOther, false
 	}
-	candidates := append([]string{"@RSYNCD:", "SSH-"}, httpMethods...)
+	candidates := append([]string{"@RSYNCD:", "SSH-", proxyV1Prefix, string(proxyV2Sig)}, httpMethods...)
 	undecided := false
 	for _, c := range candidates {
 		n := min(len(b), len(c))
@@ -63,6 +68,8 @@ func Classify(b []byte) (k Kind, more bool) {
 			return KindPlainRsync, false
 		case c == "SSH-":
 			return KindSSH, false
+		case c == proxyV1Prefix || c == string(proxyV2Sig):
+			return KindProxy, false
 		default:
 			return KindHTTP, false
 		}
