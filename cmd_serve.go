@@ -125,6 +125,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 
 	src, err := activation.Detect(listen)
+	if err != nil && errors.Is(err, activation.ErrPeerGone) && srv.proxies != nil {
+		// Behind a load balancer this is its health check, every few
+		// seconds: one short line, and not a failed service instance.
+		log.Logf("health check: connection closed by its peer before it could be served")
+		return exitOK
+	}
 	if err != nil {
 		log.Logf("serve: %v", err)
 		if errors.Is(err, activation.ErrNoConnection) {

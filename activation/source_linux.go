@@ -14,6 +14,12 @@ import (
 // address was given.
 var ErrNoConnection = errors.New("no connection to serve: start me from rsync-ssl.socket, inetd/xinetd, or pass --listen ADDR")
 
+// ErrPeerGone is returned (wrapped) when the connection handed over was
+// closed by its peer before we could look at it. A load balancer's
+// connect-only health check ends this way: HAProxy resets the connection as
+// soon as the connect succeeds.
+var ErrPeerGone = errors.New("the client is already gone")
+
 // Source is what serve works on: exactly one of Conn or Listeners is set.
 type Source struct {
 	Conn      net.Conn
@@ -219,7 +225,7 @@ func classify(fd int) (sockKind, error) {
 		return sockListening, nil
 	}
 	if _, err := unix.Getpeername(fd); err != nil {
-		return sockNone, fmt.Errorf("TCP socket with no peer (%w): the client is already gone", err)
+		return sockNone, fmt.Errorf("TCP socket with no peer (%w): %w", err, ErrPeerGone)
 	}
 	return sockConnected, nil
 }

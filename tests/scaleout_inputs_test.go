@@ -17,9 +17,9 @@ import (
 	"time"
 )
 
-// proxyV2 builds a PROXY v2 header for TCP over IPv4 or IPv6, or a LOCAL
+// soProxyV2 builds a PROXY v2 header for TCP over IPv4 or IPv6, or a LOCAL
 // header when src is invalid.
-func proxyV2(src, dst netip.AddrPort) []byte {
+func soProxyV2(src, dst netip.AddrPort) []byte {
 	h := []byte("\r\n\r\n\x00\r\nQUIT\n")
 	if !src.IsValid() {
 		return append(h, 0x20, 0x00, 0, 0)
@@ -35,15 +35,15 @@ func proxyV2(src, dst netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(h, dst.Port())
 }
 
-// tlsListing sends header (if any), then lists the modules over TLS by
+// soListing sends header (if any), then lists the modules over TLS by
 // speaking rsync's daemon greeting itself, and returns what the server said.
-func tlsListing(p *PKI, addr string, header []byte) string {
-	return tlsModule(p, addr, header, "")
+func soListing(p *PKI, addr string, header []byte) string {
+	return soModule(p, addr, header, "")
 }
 
-// tlsModule is tlsListing asking for a module: enough for rsync to apply
+// soModule is soListing asking for a module: enough for rsync to apply
 // "hosts allow" and "hosts deny", which do not hide modules from a listing.
-func tlsModule(p *PKI, addr string, header []byte, module string) string {
+func soModule(p *PKI, addr string, header []byte, module string) string {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return "dial: " + err.Error()
@@ -73,9 +73,9 @@ func tlsModule(p *PKI, addr string, header []byte, module string) string {
 	return greeting + string(rest)
 }
 
-// envWrapper is an rsync wrapper that records each start and the client
+// soEnvWrapper is an rsync wrapper that records each start and the client
 // address variables rsync was given, then runs the real rsync.
-func envWrapper(t *testing.T) (wrapper, record string) {
+func soEnvWrapper(t *testing.T) (wrapper, record string) {
 	t.Helper()
 	real := rsyncPath(t)
 	dir := t.TempDir()
@@ -88,7 +88,7 @@ func envWrapper(t *testing.T) (wrapper, record string) {
 	return wrapper, record
 }
 
-func readFile(t *testing.T, path string) string {
+func soReadFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
@@ -123,7 +123,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 		{
 			name:    "trusted v2",
 			trusted: []string{"127.0.0.1"},
-			client:  func(t *testing.T, a string) string { return tlsListing(p, a, proxyV2(client, front)) },
+			client:  func(t *testing.T, a string) string { return soListing(p, a, soProxyV2(client, front)) },
 			log:     `: 198\.51\.100\.9:40000: served sni=localhost tls=TLSv1\.3 .* module=#list `,
 			started: true,
 			record:  "start 198.51.100.9 40000 203.0.113.80 874\n",
@@ -134,7 +134,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			name:    "trusted v1 over a range",
 			trusted: []string{"192.0.2.0/24", "127.0.0.0/8"},
 			client: func(t *testing.T, a string) string {
-				return tlsListing(p, a, []byte("PROXY TCP6 2001:db8::9 2001:db8::1 40001 874\r\n"))
+				return soListing(p, a, []byte("PROXY TCP6 2001:db8::9 2001:db8::1 40001 874\r\n"))
 			},
 			log:     `: \[2001:db8::9\]:40001: served `,
 			started: true,
@@ -146,7 +146,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			name:    "trusted v2 hosts deny",
 			trusted: []string{"127.0.0.1/32"},
 			deny:    "hosts deny = 198.51.100.9",
-			client:  func(t *testing.T, a string) string { return tlsModule(p, a, proxyV2(client, front), "data") },
+			client:  func(t *testing.T, a string) string { return soModule(p, a, soProxyV2(client, front), "data") },
 			code:    255, // rsync's own status for the refusal, passed through
 			log:     `: 198\.51\.100\.9:40000: served .* module=data `,
 			started: true,
@@ -156,7 +156,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 		{
 			name:    "trusted without header",
 			trusted: []string{"127.0.0.1"},
-			client:  func(t *testing.T, a string) string { return tlsListing(p, a, nil) },
+			client:  func(t *testing.T, a string) string { return soListing(p, a, nil) },
 			code:    1,
 			log:     `: proxy header from 127\.0\.0\.1:\d+: missing: the stream starts with a TLS handshake; a peer in --trusted-proxy must send PROXY v1 or v2 first\n$`,
 		},
@@ -174,16 +174,32 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			log:     `: health check from 127\.0\.0\.1:\d+: connected and closed without sending anything\n$`,
 		},
 		{
+			// HAProxy ends a connect-only check with a reset, often
+			// before serve has even looked at the socket.
+			name:    "health check reset",
+			trusted: []string{"127.0.0.1"},
+			client: func(t *testing.T, a string) string {
+				c, err := net.Dial("tcp", a)
+				if err != nil {
+					return err.Error()
+				}
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				return ""
+			},
+			log: `: health check(: connection closed by its peer before it could be served| from 127\.0\.0\.1:\d+: connected and closed without sending anything)\n$`,
+		},
+		{
 			name:    "health check local",
 			trusted: []string{"127.0.0.1"},
-			client:  rawClient(proxyV2(netip.AddrPort{}, netip.AddrPort{}), 0, true),
+			client:  rawClient(soProxyV2(netip.AddrPort{}, netip.AddrPort{}), 0, true),
 			log:     `: health check from 127\.0\.0\.1:\d+: PROXY v2 LOCAL, then closed\n$`,
 		},
 		{
 			name:    "local then tls keeps the balancer's address",
 			trusted: []string{"127.0.0.1"},
 			client: func(t *testing.T, a string) string {
-				return tlsListing(p, a, proxyV2(netip.AddrPort{}, netip.AddrPort{}))
+				return soListing(p, a, soProxyV2(netip.AddrPort{}, netip.AddrPort{}))
 			},
 			log:     `: 127\.0\.0\.1:\d+: served `,
 			started: true,
@@ -192,7 +208,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 		},
 		{
 			name:   "untrusted v2",
-			client: func(t *testing.T, a string) string { return tlsListing(p, a, proxyV2(client, front)) },
+			client: func(t *testing.T, a string) string { return soListing(p, a, soProxyV2(client, front)) },
 			code:   1,
 			log:    `: tls handshake with 127\.0\.0\.1:\d+: PROXY protocol header from a peer not in --trusted-proxy\n$`,
 		},
@@ -214,7 +230,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(rd.Data, "file"), []byte("x"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			wrapper, record := envWrapper(t)
+			wrapper, record := soEnvWrapper(t)
 			args := serveArgs(p, rd, wrapper, "--proxy-protocol", "hosts", "--handshake-timeout", "3s")
 			for _, tp := range tc.trusted {
 				args = append(args, "--trusted-proxy", tp)
@@ -226,7 +242,7 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			if !regexp.MustCompile(tc.log).MatchString(res.log) {
 				t.Errorf("log does not match %s:\n%s", tc.log, res.log)
 			}
-			rec := readFile(t, record)
+			rec := soReadFile(t, record)
 			if started := rec != ""; started != tc.started {
 				t.Errorf("rsync started: %v, want %v (%q)", started, tc.started, rec)
 			}
