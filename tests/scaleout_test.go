@@ -3,6 +3,7 @@ package tests
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -413,31 +414,55 @@ read only = yes
 	})
 
 	t.Run("latency", func(t *testing.T) {
-		// Module listings, interleaved so drift hits both equally: through
-		// HAProxy, and straight to s1 over the same namespaces (the
-		// balancer's namespace routes it in the kernel).
-		const N = 41
-		var viaLB, direct []time.Duration
+		// Module listings, interleaved so drift hits both paths equally:
+		// through HAProxy, and straight to s1 over the same namespaces
+		// (the balancer's namespace routes it in the kernel). Two
+		// measures: "check --json", whose hop times (TCP connect, TLS,
+		// rsync greeting, module list) leave out the client's process
+		// starts, and the wall time of a whole "rsync-ssl-shim rsync".
+		const N = 31
+		var checkLB, checkDirect, wallLB, wallDirect []time.Duration
 		for i := 0; i < N; i++ {
 			for _, target := range []string{soFront, soS1} {
+				out, code := n.exec(time.Minute, clientEnv, "client", shimBin, "check", "--json", target)
+				var rep struct {
+					OK   bool `json:"ok"`
+					Hops []struct {
+						Hop string  `json:"hop"`
+						MS  float64 `json:"ms"`
+					} `json:"hops"`
+				}
+				if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK {
+					t.Fatalf("check %s: exit %d, %v\n%s", target, code, err, out)
+				}
+				var sum time.Duration
+				for _, h := range rep.Hops {
+					if h.Hop != "resolve" {
+						sum += time.Duration(h.MS * float64(time.Millisecond))
+					}
+				}
 				start := time.Now()
-				out, code := shimRsync(target + "::")
-				d := time.Since(start)
+				out, code = shimRsync(target + "::")
+				wall := time.Since(start)
 				if code != 0 {
 					t.Fatalf("listing %s: exit %d\n%s", target, code, out)
 				}
 				if target == soFront {
-					viaLB = append(viaLB, d)
+					checkLB, wallLB = append(checkLB, sum), append(wallLB, wall)
 				} else {
-					direct = append(direct, d)
+					checkDirect, wallDirect = append(checkDirect, sum), append(wallDirect, wall)
 				}
 			}
 		}
 		r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
-		mLB, mDirect := soQuantile(viaLB, 0.5), soQuantile(direct, 0.5)
-		t.Logf("module listing (rsync-ssl-shim rsync HOST::), %d interleaved runs each: through HAProxy median %v (p25 %v, p75 %v); straight to a server median %v (p25 %v, p75 %v); balancer hop %v",
-			N, r(mLB), r(soQuantile(viaLB, 0.25)), r(soQuantile(viaLB, 0.75)),
-			r(mDirect), r(soQuantile(direct, 0.25)), r(soQuantile(direct, 0.75)), r(mLB-mDirect))
+		report := func(what string, lb, direct []time.Duration) {
+			mLB, mDirect := soQuantile(lb, 0.5), soQuantile(direct, 0.5)
+			t.Logf("%s, %d interleaved runs each: through HAProxy median %v (p25 %v, p75 %v); straight to a server median %v (p25 %v, p75 %v); balancer hop %v",
+				what, N, r(mLB), r(soQuantile(lb, 0.25)), r(soQuantile(lb, 0.75)),
+				r(mDirect), r(soQuantile(direct, 0.25)), r(soQuantile(direct, 0.75)), r(mLB-mDirect))
+		}
+		report("connect to module list (check --json, hop times summed)", checkLB, checkDirect)
+		report("whole listing (rsync-ssl-shim rsync HOST::, wall time)", wallLB, wallDirect)
 	})
 
 	t.Run("server stopped mid-transfer", func(t *testing.T) {
