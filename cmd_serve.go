@@ -45,7 +45,8 @@ Behind a TCP load balancer (HAProxy "send-proxy-v2", a cloud NLB), list it
 with --trusted-proxy: its connections must then start with a PROXY v1 or v2
 header, read before TLS, and the client address it carries is the one that
 counts everywhere. A connection from it that closes without a header, or
-after a v2 LOCAL header, is a health check (one log line, exit 0, no rsync).
+right after a header naming no client (v2 LOCAL), is a health check: one log
+line, exit 0, no rsync.
 A PROXY header from any other peer is refused.
 
 Exit status (one connection): 0 served, rsync's own status when rsync failed,

@@ -124,15 +124,16 @@ func (p *ProxyPolicy) Intake(c net.Conn, deadline time.Time) (net.Conn, error) {
 	}
 
 	rest := buf[n:]
-	if h.Local && len(rest) == 0 {
-		// HAProxy's health checks send LOCAL and close. Wait for the
-		// first byte after the header, under the same deadline, to tell
-		// a check from a connection that goes on.
+	if !h.Src.IsValid() && len(rest) == 0 {
+		// Health checks send a header without a client in it (HAProxy:
+		// v2 LOCAL; AWS NLB likewise) and close. Wait for the first
+		// byte after the header, under the same deadline, to tell a
+		// check from a connection that goes on.
 		one := make([]byte, 512)
 		r, rerr := c.Read(one)
 		rest = one[:r]
 		if r == 0 && closedByPeer(rerr) {
-			return nil, healthCheck{c.RemoteAddr().String(), "PROXY v2 LOCAL, then closed"}
+			return nil, healthCheck{c.RemoteAddr().String(), h.Command() + ", then closed"}
 		}
 	}
 	pc := &ProxiedConn{Conn: c, buf: rest, accepted: accepted, remote: c.RemoteAddr(), local: c.LocalAddr(), via: c.RemoteAddr()}

@@ -323,6 +323,7 @@ func TestIntake(t *testing.T) {
 	}{
 		{name: "connect only", close: true, health: true, want: `^health check from 127\.0\.0\.1:\d+: connected and closed without sending anything$`},
 		{name: "local then close", send: v2Header(0, netip.AddrPort{}, netip.AddrPort{}, nil), close: true, health: true, want: `^health check from 127\.0\.0\.1:\d+: PROXY v2 LOCAL, then closed$`},
+		{name: "no addresses then close", send: []byte("PROXY UNKNOWN\r\n"), close: true, health: true, want: `^health check from 127\.0\.0\.1:\d+: PROXY v1 without addresses, then closed$`},
 		{name: "tls without header", send: []byte("\x16\x03\x01\x00\x10"), want: `^proxy header from 127\.0\.0\.1:\d+: missing: the stream starts with a TLS handshake; a peer in --trusted-proxy must send PROXY v1 or v2 first$`},
 		{name: "malformed v1", send: []byte("PROXY TCP4 1.2.3.4 nope 1 2\r\n"), want: `^proxy header from 127\.0\.0\.1:\d+: malformed PROXY v1 header "PROXY TCP4 1\.2\.3\.4 nope 1 2\\r\\n": addresses do not match TCP4$`},
 		{name: "truncated", send: []byte("PROXY TCP4 1.2."), close: true, want: `^proxy header from 127\.0\.0\.1:\d+: closed after 15 bytes, before the PROXY header was complete$`},

@@ -207,6 +207,18 @@ func TestScaleOutProxyHeader(t *testing.T) {
 			out:     "data",
 		},
 		{
+			// A balancer passes on whatever the client sends, a PROXY
+			// header of its own included: after the balancer's header
+			// it is the client's bytes, and refused like any.
+			name:    "client header behind a trusted one",
+			trusted: []string{"127.0.0.1"},
+			client: func(t *testing.T, a string) string {
+				return soListing(p, a, append(soProxyV2(client, front), "PROXY TCP4 203.0.113.66 203.0.113.80 1 874\r\n"...))
+			},
+			code: 1,
+			log:  `: tls handshake with 198\.51\.100\.9:40000: PROXY protocol header from a peer not in --trusted-proxy\n$`,
+		},
+		{
 			name:   "untrusted v2",
 			client: func(t *testing.T, a string) string { return soListing(p, a, soProxyV2(client, front)) },
 			code:   1,
