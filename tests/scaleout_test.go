@@ -109,6 +109,7 @@ func newScaleOutNet(t *testing.T) *soNetns {
 		}
 		t.Skip("the scale-out test makes network namespaces and needs root")
 	}
+	sweepNetns(t, ip)
 	id := make([]byte, 3)
 	rand.Read(id)
 	n := &soNetns{t: t, ip: ip, prefix: fmt.Sprintf("rsshim-%d-%s-", os.Getpid(), hex.EncodeToString(id))}
@@ -128,6 +129,32 @@ func newScaleOutNet(t *testing.T) *soNetns {
 		t.Fatalf("enable forwarding in the balancer's namespace: %s", out)
 	}
 	return n
+}
+
+// sweepNetns deletes namespaces left by an earlier run of this test whose
+// process is gone (killed by a go test -timeout panic, say, which skips
+// cleanups). Only names of this test's form, rsshim-PID-..., are touched.
+func sweepNetns(t *testing.T, ip string) {
+	out, _ := runCmd(t, 10*time.Second, nil, ip, "netns", "list")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "rsshim-") {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(f[0], "rsshim-%d-", &pid); err != nil || pid <= 1 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		pids, _ := runCmd(t, 10*time.Second, nil, ip, "netns", "pids", f[0])
+		for _, p := range strings.Fields(pids) {
+			var n int
+			if _, err := fmt.Sscan(p, &n); err == nil && n > 1 {
+				syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+		runCmd(t, 10*time.Second, nil, ip, "netns", "del", f[0])
+		t.Logf("removed namespace %s left by an earlier run", f[0])
+	}
 }
 
 // soProc is a long-running program in a namespace, with a stop that can
