@@ -163,8 +163,8 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // header: RemoteAddr and LocalAddr are the client's and the address the
 // client connected to, as the header says, so everything downstream (logs,
 // the PROXY header to rsync, TCPREMOTEIP) sees the client. It forwards
-// CloseWrite and SyscallConn to the socket, which the TLS bridge uses for
-// half-closes and TCP_QUICKACK.
+// CloseWrite, SetKeepAliveConfig and SyscallConn to the socket, which the
+// TLS bridge uses for half-closes, keepalive probes and TCP_QUICKACK.
 type ProxiedConn struct {
 	net.Conn
 	buf           []byte // client bytes read along with the header
@@ -201,6 +201,17 @@ func (c *ProxiedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.New("connection cannot half-close")
+}
+
+// SetKeepAliveConfig sets TCP keepalive on the socket (towards the load
+// balancer, which is the TCP peer).
+func (c *ProxiedConn) SetKeepAliveConfig(cfg net.KeepAliveConfig) error {
+	if kc, ok := c.Conn.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
+		return kc.SetKeepAliveConfig(cfg)
+	}
+	return errors.New("connection has no TCP keepalive")
 }
 
 // SyscallConn gives access to the socket, for socket options.

@@ -248,6 +248,15 @@ func TestIntake(t *testing.T) {
 		if _, ok := pc.(syscall.Conn); !ok {
 			t.Fatal("no SyscallConn")
 		}
+		kc, ok := pc.(interface {
+			SetKeepAliveConfig(net.KeepAliveConfig) error
+		})
+		if !ok {
+			t.Fatal("no SetKeepAliveConfig")
+		}
+		if err := kc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 10 * time.Second, Count: 4}); err != nil {
+			t.Errorf("SetKeepAliveConfig: %v", err)
+		}
 		got := make([]byte, 8)
 		if _, err := io.ReadFull(pc, got); err != nil || string(got) != "\x16\x03\x01hello" {
 			t.Fatalf("replayed %q, %v", got, err)
