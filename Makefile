@@ -13,7 +13,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates \
              nginx-light libnginx-mod-stream \
              debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
-             sslscan openssh-client
+             sslscan openssh-client haproxy
 
 # An older rsync for the version matrix, unpacked beside the tests, never
 # installed over the system's.

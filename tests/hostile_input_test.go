@@ -107,6 +107,18 @@ func badInputs(t *testing.T) []badInput {
 			check:  clientSaw("HTTP/1.1 400 Bad Request"),
 		},
 		{
+			name:   "proxy-v1-untrusted",
+			input:  "PROXY TCP4 203.0.113.9 192.0.2.1 40000 874 from a peer not in --trusted-proxy",
+			client: rawClient([]byte("PROXY TCP4 203.0.113.9 192.0.2.1 40000 874\r\n"), 0, false),
+			want:   refused(`PROXY protocol header from a peer not in --trusted-proxy`),
+		},
+		{
+			name:   "proxy-v2-untrusted",
+			input:  "PROXY v2 signature and a TCP4 header, no --trusted-proxy",
+			client: rawClient(append([]byte("\r\n\r\n\x00\r\nQUIT\n"), 0x21, 0x11, 0, 12, 203, 0, 113, 9, 192, 0, 2, 1, 0x9c, 0x40, 0x03, 0x6a), 0, false),
+			want:   refused(`PROXY protocol header from a peer not in --trusted-proxy`),
+		},
+		{
 			name:   "ssh-banner",
 			input:  "SSH-2.0-OpenSSH_9.2p1 Debian-2",
 			client: rawClient([]byte("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), 0, false),
