@@ -64,43 +64,32 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		rsyncStderr = nil
 	}
 
-	var (
-		certs, keys, listen, rsyncArgs listFlag
-		trustedProxies                 listFlag
-		minTLS, rsyncPath, rsyncConf   string
-		pairName, proxyName            string
-		handshake, exitIdle, linger    time.Duration
-		stall                          time.Duration
-		maxConns                       int
-		client                         tlsbridge.ClientAuthConfig
-		allowCN, allowDNS, allowURI    listFlag
-		allowEmail, allowSPKI, crls    listFlag
-	)
+	var o serveOptions
 	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
-	fs.Var(&certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
-	fs.Var(&keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
-	fs.StringVar(&minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
-	fs.DurationVar(&handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
-	fs.StringVar(&rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
-	fs.StringVar(&rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
-	fs.Var(&rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
-	fs.StringVar(&pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync),\nunix (AF_UNIX, cheaper, rsync 3.5.0 and older only), or auto (unix when the\nrsync binary says 3.5.0 or older, else tcp)")
-	fs.StringVar(&proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
-	fs.Var(&listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
-	fs.Var(&trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
-	fs.DurationVar(&exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
-	fs.DurationVar(&linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
-	fs.DurationVar(&stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
-	fs.StringVar(&client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
-	fs.StringVar(&client.Mode, "client-auth", "", "`MODE`: require (refuse clients without a certificate that passes), optional\n(check one if given; without, rsync sees SSL_CLIENT_VERIFY=NONE) or none\n(default: require with --client-ca or --allow-spki, else none)")
-	fs.Var(&allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; one match\nin any of the allow lists admits; with none, any certificate --client-ca verifies)")
-	fs.Var(&allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
-	fs.Var(&allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
-	fs.Var(&allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
-	fs.Var(&allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
-	fs.Var(&crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
-	fs.BoolVar(&client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
+	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
+	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
+	fs.StringVar(&o.minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
+	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
+	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
+	fs.StringVar(&o.rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
+	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
+	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync),\nunix (AF_UNIX, cheaper, rsync 3.5.0 and older only), or auto (unix when the\nrsync binary says 3.5.0 or older, else tcp)")
+	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
+	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
+	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
+	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
+	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
+	fs.DurationVar(&o.linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
+	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
+	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
+	fs.StringVar(&o.client.Mode, "client-auth", "", "`MODE`: require (refuse clients without a certificate that passes), optional\n(check one if given; without, rsync sees SSL_CLIENT_VERIFY=NONE) or none\n(default: require with --client-ca or --allow-spki, else none)")
+	fs.Var(&o.allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; one match\nin any of the allow lists admits; with none, any certificate --client-ca verifies)")
+	fs.Var(&o.allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
+	fs.Var(&o.allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
+	fs.Var(&o.allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
+	fs.Var(&o.allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
+	fs.Var(&o.crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
+	fs.BoolVar(&o.client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
@@ -108,9 +97,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Logf("serve: unexpected argument %q (rsync's own arguments go in --rsync-arg)", fs.Arg(0))
 		return exitUsage
 	}
-	client.AllowCN, client.AllowDNS, client.AllowURI, client.AllowEmail, client.AllowSPKI, client.CRLFiles =
-		allowCN, allowDNS, allowURI, allowEmail, allowSPKI, crls
-	srv, err := buildServer(certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs, pairName, proxyName, handshake, linger, maxConns, client, log)
+	srv, err := buildServer(&o, log)
 	if err != nil {
 		log.Logf("serve: %v", err)
 		if errors.Is(err, errUsage) {
@@ -119,13 +106,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv.RsyncStderr = rsyncStderr
-	srv.Stall = max(stall, 0)
-	if srv.proxies, err = trustedProxyPolicy(trustedProxies); err != nil {
+	srv.Stall = max(o.stall, 0)
+	if srv.proxies, err = trustedProxyPolicy(o.trustedProxies); err != nil {
 		log.Logf("serve: %v", err)
 		return exitUsage
 	}
 
-	src, err := activation.Detect(listen)
+	src, err := activation.Detect(o.listen)
 	if err != nil && errors.Is(err, activation.ErrPeerGone) && srv.proxies != nil {
 		// Behind a load balancer this is its health check, every few
 		// seconds: one short line, and not a failed service instance.
@@ -147,7 +134,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if src.Conn != nil {
 		return srv.serveOne(ctx, src.Conn, log)
 	}
-	return serveLoop(ctx, srv, src, maxConns, exitIdle, log)
+	return serveLoop(ctx, srv, src, o.maxConns, o.exitIdle, log)
 }
 
 var errUsage = errors.New("usage")
@@ -159,8 +146,25 @@ func (e usageError) Is(t error) bool {
 	return t == errUsage
 }
 
-func buildServer(certs, keys []string, minTLS, rsyncPath, rsyncConf string, rsyncArgs []string,
-	pairName, proxyName string, handshake, linger time.Duration, maxConns int, clientCfg tlsbridge.ClientAuthConfig, log *logger) (*servePlan, error) {
+// serveOptions holds serve's flags as given.
+type serveOptions struct {
+	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
+	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
+	handshake, exitIdle, linger, stall                time.Duration
+	maxConns                                          int
+	client                                            tlsbridge.ClientAuthConfig
+	allowCN, allowDNS, allowURI, allowEmail           listFlag
+	allowSPKI, crls                                   listFlag
+}
+
+// buildServer checks the flags that need no connection, loads the
+// certificates and reads the rsync binary, so that a mistake stops serve
+// before any client is accepted.
+func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
+	certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs := o.certs, o.keys, o.minTLS, o.rsyncPath, o.rsyncConf, o.rsyncArgs
+	pairName, proxyName, handshake, linger, maxConns, clientCfg := o.pairName, o.proxyName, o.handshake, o.linger, o.maxConns, o.client
+	clientCfg.AllowCN, clientCfg.AllowDNS, clientCfg.AllowURI = o.allowCN, o.allowDNS, o.allowURI
+	clientCfg.AllowEmail, clientCfg.AllowSPKI, clientCfg.CRLFiles = o.allowEmail, o.allowSPKI, o.crls
 	if len(certs) == 0 {
 		return nil, usageError{"--cert FILE and --key FILE are required"}
 	}
