@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -59,7 +60,8 @@ func inetOnlyRsync(t *testing.T, real string) (path, record string) {
 }
 
 // listenWatch samples the listening TCP sockets every few milliseconds
-// and records any that belongs to an rsync process or sits on port 873.
+// and records any that belongs to an rsync process started below the
+// server under test (other rsync daemons on the machine are not ours).
 type listenWatch struct {
 	stop chan struct{}
 	done chan struct{}
@@ -68,7 +70,7 @@ type listenWatch struct {
 	n    int
 }
 
-func watchListeners(t *testing.T) *listenWatch {
+func watchListeners(t *testing.T, root int) *listenWatch {
 	ss := needTool(t, "ss")
 	w := &listenWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -87,7 +89,11 @@ func watchListeners(t *testing.T) *listenWatch {
 			sc := bufio.NewScanner(strings.NewReader(string(out)))
 			for sc.Scan() {
 				l := sc.Text()
-				if strings.Contains(l, `(("rsync"`) || strings.Contains(l, ":873 ") {
+				m := ssPidRE.FindStringSubmatch(l)
+				if m == nil || !strings.Contains(l, `(("rsync"`) {
+					continue
+				}
+				if pid, _ := strconv.Atoi(m[1]); descends(pid, root) {
 					w.hits = append(w.hits, l)
 				}
 			}
@@ -96,6 +102,30 @@ func watchListeners(t *testing.T) *listenWatch {
 		}
 	}()
 	return w
+}
+
+var ssPidRE = regexp.MustCompile(`pid=(\d+)`)
+
+// descends reports whether pid is root or one of its descendants, by
+// walking the parent links in /proc.
+func descends(pid, root int) bool {
+	for i := 0; i < 64 && pid > 1; i++ {
+		if pid == root {
+			return true
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// The command name in parentheses may hold spaces: the fields
+		// after its closing parenthesis are state, then the parent.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return false
 }
 
 // Stop ends sampling and returns the offending sockets and how many
@@ -140,6 +170,20 @@ func TestVersionMatrix(t *testing.T) {
 		{Name: "after 3.5.0 (PR #1075)", Path: inetOnly, Extra: []string{"--proxy-protocol", "hosts"},
 			Gets: "PROXY v2 with `proxy protocol hosts`; loopback TCP pair"},
 	}
+	// The watcher can fail: a plain rsync daemon started here is caught.
+	t.Run("watcher sees a listening rsync", func(t *testing.T) {
+		rd := newRsyncd(t)
+		port := freePort(t, "127.0.0.1")
+		cmd := exec.Command(sys, "--daemon", "--no-detach", "--address=127.0.0.1", "--port="+strconv.Itoa(port), "--config="+rd.Conf)
+		startBg(t, cmd)
+		waitPort(t, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+		w := watchListeners(t, cmd.Process.Pid)
+		time.Sleep(100 * time.Millisecond)
+		if hits, _ := w.Stop(); len(hits) == 0 {
+			t.Fatal("the listening-socket watcher missed a listening rsync daemon")
+		}
+	})
+
 	var (
 		mu   sync.Mutex
 		rows []matrixRow
@@ -156,7 +200,7 @@ func TestVersionMatrix(t *testing.T) {
 				rd := newRsyncd(t, "hosts deny = 127.0.0.7")
 				copyTree(t, src, rd.Data)
 				s := startMode(t, mode, serveArgs(p, rd, v.Path, v.Extra...))
-				w := watchListeners(t)
+				w := watchListeners(t, s.Pid)
 				defer func() {
 					if m := pairRE.FindStringSubmatch(s.Log.String()); m != nil {
 						row.pair = m[1] + " (auto)"
@@ -209,7 +253,7 @@ func TestVersionMatrix(t *testing.T) {
 		defer func() { mu.Lock(); rows = append(rows, row); mu.Unlock() }()
 		rd := newRsyncd(t)
 		s := startMode(t, "inetd", serveArgs(p, rd, inetOnly, "--proxy-protocol", "hosts", "--pair", "unix"))
-		w := watchListeners(t)
+		w := watchListeners(t, s.Pid)
 		out, code := rsyncSSL(t, s, p, "openssl", "localhost::")
 		hits, samples := w.Stop()
 		row.pull, row.push = "refused", "refused"

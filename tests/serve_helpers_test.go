@@ -18,6 +18,7 @@ type server struct {
 	Port   int
 	Log    *lockedBuffer
 	Starts string // file the rsync wrapper appends to on each start, if used
+	Pid    int    // the process started (serve, systemd-socket-activate or xinetd)
 }
 
 // serveArgs is the serve command line shared by every start mode.
@@ -92,6 +93,7 @@ service rsync-ssl
 		t.Fatalf("unknown mode %q", mode)
 	}
 	s.Log = startBg(t, cmd)
+	s.Pid = cmd.Process.Pid
 	waitPortOrLog(t, addr, s.Log)
 	return s
 }
