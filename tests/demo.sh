@@ -18,7 +18,10 @@ fi
 dir=$(mktemp -d -t rsync-ssl-demo.XXXXXX)
 pid=""
 cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	if [ -n "$pid" ]; then
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -68,11 +71,11 @@ done
 export RSYNC_SSL_CA_CERT="$dir/ca.pem" RSYNC_SSL_PORT="$port" RSYNC_SSL_TYPE=openssl
 step "4. List the modules with stock rsync-ssl"
 echo "   RSYNC_SSL_CA_CERT=ca.pem RSYNC_SSL_PORT=$port rsync-ssl localhost::"
-rsync-ssl localhost:: | sed 's/^/   /'
+rsync-ssl localhost:: 2>&1 | grep -v '^verify depth' | sed 's/^/   /'
 
 step "5. Pull the module"
 echo "   rsync-ssl -av localhost::demo/ ./pulled/"
-rsync-ssl -av "localhost::demo/" "$dir/pulled/" | sed 's/^/   /'
+rsync-ssl -av "localhost::demo/" "$dir/pulled/" 2>&1 | grep -v '^verify depth' | sed 's/^/   /'
 if diff -r "$dir/module" "$dir/pulled" >/dev/null; then
 	echo "   pulled tree is identical to the module"
 else
@@ -80,17 +83,31 @@ else
 	exit 1
 fi
 
-step "6. A plain rsync client on the TLS port is told why it cannot connect"
+step "6. The same with this binary as the client, and its hop-by-hop check"
+echo "   rsync-ssl-shim rsync -a localhost::demo/ ./pulled2/"
+"$shim" rsync -a "localhost::demo/" "$dir/pulled2/"
+diff -r "$dir/module" "$dir/pulled2" >/dev/null && echo "   pulled tree is identical to the module"
+echo "   rsync-ssl-shim check localhost demo"
+"$shim" check localhost demo 2>&1 | sed 's/^/   /'
+
+step "7. A plain rsync client on the TLS port is told why it cannot connect"
 echo "   rsync rsync://localhost:$port/"
 rsync "rsync://localhost:$port/" 2>&1 | sed 's/^/   /' || true
 
-step "7. What the shim logged: one line per connection (under systemd, journald keeps it)"
+step "8. What the shim logged: one line per connection (under systemd, journald keeps it)"
 grep 'rsync-ssl-shim\[' "$dir/shim.log" | sed 's/^/   /'
 
-step "8. What rsync logged: the client address came through the PROXY header"
+step "9. What rsync logged: the client address came through the PROXY header"
 sed 's/^/   /' "$dir/rsyncd.log"
 
-step "9. Nothing left listening but the activation socket"
-ss -ltnp 2>/dev/null | grep -E ":$port |rsync" | sed 's/^/   /' || true
+step "10. Between connections nothing runs but the activation socket"
+children=$(pgrep -P "$pid" || true)
+if [ -z "$children" ]; then
+	echo "   no shim and no rsync left running; listening on :$port:"
+else
+	echo "   still running below the socket: $children" >&2
+	exit 1
+fi
+ss -Hltnp "sport = :$port" 2>/dev/null | sed 's/^/   /' || true
 echo
-echo "Done. Next: README.md, 'Server with systemd'."
+echo "Done. Next: README.md, \"Install on Debian 12\"."
