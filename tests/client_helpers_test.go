@@ -105,22 +105,6 @@ func startPlainRsyncd(t *testing.T, rd *Rsyncd) int {
 	return port
 }
 
-// waitPortOr is waitPort that shows the server's output when it never
-// comes up.
-func waitPortOr(t *testing.T, addr string, d time.Duration, out *lockedBuffer) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("nothing listening on %s after %v; server output:\n%s", addr, d, out.String())
-}
-
 // shim runs the binary under test with extra environment.
 func shim(t *testing.T, env []string, args ...string) (string, int) {
 	t.Helper()

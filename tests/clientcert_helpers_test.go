@@ -41,35 +41,6 @@ type clientCert struct {
 	X509      *x509.Certificate
 }
 
-// newNamedPKI is newPKI with its own CA name, so that a refusal naming
-// "another CA" can be told apart from ours in a log line.
-func newNamedPKI(t testing.TB, caName string) *PKI {
-	t.Helper()
-	p := newPKI(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(2),
-		Subject:               pkix.Name{CommonName: caName},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.caCert, _ = x509.ParseCertificate(der)
-	p.caKey = key
-	writePEM(t, p.CA, "CERTIFICATE", der)
-	p.Cert, p.Key = p.Issue(t, "server", CertOpts{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1", "::1"}})
-	return p
-}
-
 // IssueClient makes a client certificate (extended key usage clientAuth)
 // signed by the CA.
 func (p *PKI) IssueClient(t testing.TB, name string, o ClientOpts) clientCert {

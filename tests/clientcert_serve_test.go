@@ -127,7 +127,7 @@ func TestClientCertAdmitted(t *testing.T) {
 	staleCRL := p.WriteCRL(t, "stale.crl", time.Now().Add(-time.Hour))
 	var none clientCert
 
-	pull := func(t *testing.T, flags []string, cert clientCert) inetdResult {
+	pull := func(t *testing.T, flags []string, cert clientCert) serveOneResult {
 		t.Helper()
 		os.Remove(envFile)
 		dst := t.TempDir()

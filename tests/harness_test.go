@@ -85,6 +85,13 @@ type PKI struct {
 
 func newPKI(t testing.TB) *PKI {
 	t.Helper()
+	return newNamedPKI(t, "rsync-ssl-shim test CA")
+}
+
+// newNamedPKI is newPKI with its own CA name, so that a refusal naming
+// "another CA" can be told apart from ours in a log line.
+func newNamedPKI(t testing.TB, caName string) *PKI {
+	t.Helper()
 	dir := t.TempDir()
 	p := &PKI{Dir: dir}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -93,7 +100,7 @@ func newPKI(t testing.TB) *PKI {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "rsync-ssl-shim test CA"},
+		Subject:               pkix.Name{CommonName: caName},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		IsCA:                  true,
@@ -188,6 +195,14 @@ func freePort(t testing.TB, host string) int {
 // waitPort waits until something accepts on addr, bounded by d.
 func waitPort(t testing.TB, addr string, d time.Duration) {
 	t.Helper()
+	waitPortOr(t, addr, d, nil)
+}
+
+// waitPortOr is waitPort that shows the server's output (if out is not nil)
+// when it never comes up. The probe connection is a client like any other:
+// it closes without a byte, and a shim logs it as such.
+func waitPortOr(t testing.TB, addr string, d time.Duration, out *lockedBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
@@ -197,7 +212,11 @@ func waitPort(t testing.TB, addr string, d time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("nothing listening on %s after %v", addr, d)
+	output := ""
+	if out != nil {
+		output = "; output:\n" + out.String()
+	}
+	t.Fatalf("nothing listening on %s after %v%s", addr, d, output)
 }
 
 // lockedBuffer collects a process's output safely across goroutines.

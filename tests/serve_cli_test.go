@@ -85,7 +85,7 @@ func TestServeReloadAndExitIdle(t *testing.T) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	cmd := exec.Command(shimBin, append(serveArgs(p, rd, rsync), "--listen", addr, "--exit-idle", "12s")...)
 	log := startBg(t, cmd)
-	waitPortOrLog(t, addr, log)
+	waitPortOr(t, addr, 10*time.Second, log)
 	first := servedSerial(t, addr, p)
 
 	renew := func(name string) {

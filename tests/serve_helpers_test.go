@@ -94,24 +94,8 @@ service rsync-ssl
 	}
 	s.Log = startBg(t, cmd)
 	s.Pid = cmd.Process.Pid
-	waitPortOrLog(t, addr, s.Log)
+	waitPortOr(t, addr, 10*time.Second, s.Log)
 	return s
-}
-
-func waitPortOrLog(t *testing.T, addr string, log *lockedBuffer) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			// This probe connection is a client like any other: it
-			// closes without a byte, and the shim logs it as such.
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("nothing listening on %s; output:\n%s", addr, log.String())
 }
 
 // rsyncSSL runs stock rsync-ssl with the given type against s.

@@ -1,83 +1,24 @@
 package tests
 
 import (
-	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// inetdResult is one connection served by serve as inetd runs it.
-type inetdResult struct {
-	code   int
-	log    string
-	client string
-}
-
 // runInetd accepts one connection from client and hands it to serve on fd 0,
 // exactly as inetd and systemd's Accept=yes with StandardInput=socket do,
-// then reports serve's exit status and log.
-func runInetd(t *testing.T, args []string, client func(t *testing.T, addr string) string) inetdResult {
+// then reports serve's exit status and log (see serveOne).
+func runInetd(t *testing.T, args []string, client func(t *testing.T, addr string) string) serveOneResult {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	addr := l.Addr().String()
-	clientOut := make(chan string, 1)
-	go func() { clientOut <- client(t, addr) }()
-
-	l.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second))
-	c, err := l.Accept()
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	f, err := c.(*net.TCPConn).File()
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, shimBin, args...)
-	cmd.Stdin = f
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err = cmd.Start()
-	f.Close() // serve holds the only copy now
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Wait()
-	if ctx.Err() != nil {
-		t.Fatalf("serve did not finish within 60s; log:\n%s", stderr.String())
-	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	var out string
-	select {
-	case out = <-clientOut:
-	case <-time.After(30 * time.Second):
-		t.Fatal("client did not finish within 30s after serve exited")
-	}
-	return inetdResult{code: code, log: stderr.String(), client: out}
+	return serveOne(t, "127.0.0.1", args, client)
 }
 
 // rawClient sends data, optionally waits, then reads what comes back until
