@@ -26,7 +26,7 @@ func newNetCut(t *testing.T) *netCut {
 	}
 	needTool(t, "ip")
 	id := strconv.Itoa(os.Getpid() % 100000)
-	n := &netCut{ns: "rsfault" + id, hostIf: "rsfh" + id, nsIf: "rsfn" + id, hostAddr: "10.199.77.1", nsAddr: "10.199.77.2"}
+	n := &netCut{ns: "rsfault" + id, hostIf: "rsfh" + id, nsIf: "rsfn" + id, hostAddr: "203.0.113.1", nsAddr: "203.0.113.2"} // TEST-NET-3, on a /30 that only reaches the namespace
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
