@@ -73,7 +73,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
 	fs.StringVar(&o.rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
-	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync),\nunix (AF_UNIX, cheaper, rsync 3.5.0 and older only), or auto (unix when the\nrsync binary says 3.5.0 or older, else tcp)")
+	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
@@ -210,12 +210,16 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	}
 	var pair tlsbridge.PairKind
 	switch pairName {
-	case "auto":
-		if info.AcceptsUnixPair() {
-			pair = tlsbridge.PairUnix
-		}
-	case "tcp":
+	case "auto", "tcp":
+		// The loopback TCP pair works with every rsync, and measured
+		// faster than AF_UNIX here (tests/bench: 1 GiB 3.26 s against
+		// 4.22 s, server CPU 2.71 against 3.61 s/GiB): rsync writes in
+		// small pieces, and an AF_UNIX stream wakes the bridge for each
+		// one where loopback TCP hands over larger segments.
 	case "unix":
+		if info.Version != "" && !info.AcceptsUnixPair() {
+			return nil, usageError{fmt.Sprintf("--pair unix: rsync %s at %s does not take an AF_UNIX socket as its inetd stdin (only 3.5.0 and older do): use --pair tcp", info.Version, info.Path)}
+		}
 		pair = tlsbridge.PairUnix
 	default:
 		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", pairName)}

@@ -24,6 +24,8 @@ type rsyncVersion struct {
 	Extra []string // serve flags this version needs beyond the defaults
 	// Gets says what this version gets, for the table.
 	Gets string
+	// UnixOK: this version takes an AF_UNIX pair (--pair unix).
+	UnixOK bool
 }
 
 // oldRsync returns Debian 12's rsync 3.2.7, unpacked by "make deps" into
@@ -165,8 +167,10 @@ func TestVersionMatrix(t *testing.T) {
 	makeTree(t, src, 2, 100)
 
 	versions := []rsyncVersion{
-		{Name: "3.2.7 (Debian 12 main)", Path: old, Gets: "PROXY v2, `proxy protocol` alone; AF_UNIX pair"},
-		{Name: "3.5.0 (Debian 12 security)", Path: sys, Gets: "PROXY v2 with `proxy protocol hosts`; AF_UNIX pair"},
+		{Name: "3.2.7 (Debian 12 main)", Path: old, UnixOK: true,
+			Gets: "PROXY v2, `proxy protocol` alone; loopback TCP pair (AF_UNIX with --pair unix)"},
+		{Name: "3.5.0 (Debian 12 security)", Path: sys, UnixOK: true,
+			Gets: "PROXY v2 with `proxy protocol hosts`; loopback TCP pair (AF_UNIX with --pair unix)"},
 		{Name: "after 3.5.0 (PR #1075)", Path: inetOnly, Extra: []string{"--proxy-protocol", "hosts"},
 			Gets: "PROXY v2 with `proxy protocol hosts`; loopback TCP pair"},
 	}
@@ -188,9 +192,22 @@ func TestVersionMatrix(t *testing.T) {
 		mu   sync.Mutex
 		rows []matrixRow
 	)
+	type cell struct {
+		mode string
+		pair []string // extra serve flags choosing the pair
+	}
 	for _, v := range versions {
-		for _, mode := range []string{"inetd", "listenfds", "acceptno"} {
-			t.Run(v.Name+"/"+mode, func(t *testing.T) {
+		cells := []cell{{"inetd", nil}, {"listenfds", nil}, {"acceptno", nil}}
+		if v.UnixOK {
+			cells = append(cells, cell{"inetd", []string{"--pair", "unix"}})
+		}
+		for _, c := range cells {
+			mode := c.mode
+			name := v.Name + "/" + mode
+			if c.pair != nil {
+				name += "/" + strings.Join(c.pair, "=")
+			}
+			t.Run(name, func(t *testing.T) {
 				row := matrixRow{version: v.Name, mode: modeName(mode), pair: "?"}
 				defer func() {
 					mu.Lock()
@@ -199,11 +216,14 @@ func TestVersionMatrix(t *testing.T) {
 				}()
 				rd := newRsyncd(t, "hosts deny = 127.0.0.7")
 				copyTree(t, src, rd.Data)
-				s := startMode(t, mode, serveArgs(p, rd, v.Path, v.Extra...))
+				s := startMode(t, mode, serveArgs(p, rd, v.Path, append(append([]string{}, v.Extra...), c.pair...)...))
 				w := watchListeners(t, s.Pid)
 				defer func() {
 					if m := pairRE.FindStringSubmatch(s.Log.String()); m != nil {
 						row.pair = m[1] + " (auto)"
+						if c.pair != nil {
+							row.pair = m[1] + " (--pair " + m[1] + ")"
+						}
 					}
 				}()
 
