@@ -412,6 +412,20 @@ for ((r = 0; r < conc_reps; r++)); do
 	round_end conc
 done
 
+# ---------------------------------------------------------------- process starts
+# What a listing is made of: each side of each setup starts programs.
+say "process starts"
+start_names=(true rsync-ssl-shim rsync openssl stunnel4)
+start_cmds=("true" "$shim version" "rsync --version" "openssl version" "stunnel4 -version")
+for ((i = 0; i < 30; i++)); do
+	for k in "${!start_cmds[@]}"; do
+		t0=$(now_us)
+		${start_cmds[$k]} >/dev/null 2>&1 || true
+		t1=$(now_us)
+		echo "workload=start combo=${start_names[$k]} ms=$(((t1 - t0) / 1000)).$(printf %03d $(((t1 - t0) % 1000)))" >>"$raw"
+	done
+done
+
 # ---------------------------------------------------------------- 5: sequential growth
 say "growth: $seqconns sequential connections to shim --listen"
 lp=""

@@ -29,7 +29,7 @@ awk '/^workload=calib / {
 
 # Per workload, combo and metric: median, p95, n (and busy runs).
 awk 'NR == FNR { busy[$1] = $6; next }
-/^workload=(big|small|list|conc) / {
+/^workload=(big|small|list|conc|start) / {
 	delete v
 	for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
 	for (k in v) if (k != "workload" && k != "combo" && k != "round" && v[k] ~ /^[0-9.e+-]+$/)
@@ -163,6 +163,13 @@ gnuplot -e "data='$tmp/chart.dat'; out='$out/benchmarks.png'; big='$big_label'; 
 	echo "Socket pair to rsync, same run (shim socket-activated, shim client): AF_UNIX $(f 2 "$(med big $u wall_s)") s,"
 	echo "$(f 2 "$(med big $u srv_front_cpu)") + $(f 2 "$(med big $u srv_rsync_cpu)") server CPU s; loopback TCP $(f 2 "$(med big $t wall_s)") s,"
 	echo "$(f 2 "$(med big $t srv_front_cpu)") + $(f 2 "$(med big $t srv_rsync_cpu)") server CPU s."
+	echo
+	echo "## Process starts"
+	echo
+	echo "Every connection starts programs: the plain floor forks its daemon and runs one rsync client; the"
+	echo "shim adds one shim start on each side and an exec of rsync instead of a fork. Median wall time to start"
+	echo "and exit, same run: \`true\` $(f 1 "$(med start true ms)") ms, \`rsync-ssl-shim version\` $(f 1 "$(med start rsync-ssl-shim ms)") ms,"
+	echo "\`rsync --version\` $(f 1 "$(med start rsync ms)") ms, \`openssl version\` $(f 1 "$(med start openssl ms)") ms, \`stunnel4 -version\` $(f 1 "$(med start stunnel4 ms)") ms."
 	echo
 	g0=$(grep '^workload=growth ' "$raw" | head -n1) g1=$(grep '^workload=growth ' "$raw" | tail -n1)
 	echo "## One shim over many connections"
