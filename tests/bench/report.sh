@@ -141,7 +141,7 @@ gnuplot -e "data='$tmp/chart.dat'; out='$out/benchmarks.png'; big='$big_label'; 
 	echo
 	echo "CPU seconds (user + system) and peak RSS of every process, each program run under"
 	echo "\`/usr/bin/time\`. \"front\" is the TLS or ssh end on the server (stunnel, nginx master and workers,"
-	echo "sshd and its session, the shim); \"helper\" is the client's --rsh program (openssl s_client, stunnel,"
+	echo "sshd and its per-login processes, the shim); \"helper\" is the client's --rsh program (openssl s_client, stunnel,"
 	echo "\`rsync-ssl-shim connect\`, ssh). A peak RSS marked ≤ may be that of a child in the same tree (the"
 	echo "front's rsync, the client rsync's helper); the other column is exact."
 	echo
