@@ -13,25 +13,13 @@ for p in rsync rsync-ssl openssl stunnel; do
   command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 1; }
 done
 
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
-trap cleanup EXIT
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=localhost \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
-mkdir -p "$dir/data" "$dir/up"
-cat > "$dir/rsyncd.conf" <<CONF
-use chroot = no
-pid file =
-log file = $dir/rsyncd.log
-[data]
-path = $dir/data
-[up]
-path = $dir/up
-CONF
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. "$(dirname "$0")/lib.sh"
+bench_init
+bench_certs
+bench_rsyncd_conf "$dir/rsyncd.conf" "pid file ="
+mkdir -p "$dir/up"
+printf '[up]\npath = %s\n' "$dir/up" >>"$dir/rsyncd.conf"
+port=$(bench_port)
 cat > "$dir/stunnel.conf" <<CONF
 foreground = yes
 pid =
@@ -43,9 +31,8 @@ key = $dir/key.pem
 exec = $(command -v rsync)
 execArgs = rsync --daemon --config=$dir/rsyncd.conf
 CONF
-stunnel "$dir/stunnel.conf" 2>"$dir/stunnel.log" &
-pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+bench_bg stunnel "$dir/stunnel.conf" 2>"$dir/stunnel.log"
+bench_wait_listen "$port"
 
 export RSYNC_SSL_CA_CERT="$dir/cert.pem"
 url="rsync://localhost:$port/"

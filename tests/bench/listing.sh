@@ -14,38 +14,19 @@ for p in rsync rsync-ssl openssl systemd-socket-activate; do
 	command -v "$p" >/dev/null || { echo "needs $p" >&2; exit 1; }
 done
 
-dir=$(mktemp -d -t rsync-ssl-bench.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=localhost" \
-	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
-mkdir -p "$dir/mod"
-cat >"$dir/rsyncd.conf" <<CONF
-use chroot = no
-uid = $(id -u)
-gid = $(id -g)
-[data]
-path = $dir/mod
-CONF
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-	echo $((20000 + RANDOM % 20000)); }
-wait_listen() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+bench_init
+bench_certs
+bench_rsyncd_conf "$dir/rsyncd.conf"
+free_port() { bench_port; }
+wait_listen() { bench_wait_listen "$1" || exit 1; }
 
 plain=$(free_port)
-rsync --daemon --no-detach --address=127.0.0.1 --port="$plain" --config="$dir/rsyncd.conf" &
-pids+=($!)
+bench_bg rsync --daemon --no-detach --address=127.0.0.1 --port="$plain" --config="$dir/rsyncd.conf"
 shimport=$(free_port)
-systemd-socket-activate --accept --inetd -l "127.0.0.1:$shimport" \
+bench_bg systemd-socket-activate --accept --inetd -l "127.0.0.1:$shimport" \
 	"$shim" serve --cert "$dir/cert.pem" --key "$dir/key.pem" --rsyncd-conf "$dir/rsyncd.conf" \
-	--rsync "$(command -v rsync)" 2>/dev/null &
-pids+=($!)
+	--rsync "$(command -v rsync)" 2>/dev/null
 stport=$(free_port)
 stunnel_bin=$(command -v stunnel4 || command -v stunnel || true)
 if [ -n "$stunnel_bin" ]; then
@@ -60,8 +41,7 @@ key = $dir/key.pem
 exec = $(command -v rsync)
 execArgs = rsync --daemon --config=$dir/rsyncd.conf
 CONF
-	"$stunnel_bin" "$dir/stunnel.conf" 2>/dev/null &
-	pids+=($!)
+	bench_bg "$stunnel_bin" "$dir/stunnel.conf" 2>/dev/null
 	wait_listen "$stport"
 fi
 wait_listen "$plain"
