@@ -15,12 +15,15 @@ TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-cert
              debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
              sslscan openssh-client haproxy
 
+# What make bench needs beyond the tests.
+BENCH_DEBS := openssh-server gnuplot-nox time
+
 # An older rsync for the version matrix, unpacked beside the tests, never
 # installed over the system's.
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build test unit integration lint deps demo deb matrix fuzz stress robustness clean
+.PHONY: all build test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench clean
 
 all: build
 
@@ -80,6 +83,21 @@ matrix:
 
 deb:
 	packaging/build-deb.sh . $(VERSION)
+
+# Every server and client setup side by side on loopback, data on tmpfs
+# (about 15 minutes; not part of make test): writes docs/benchmarks.md, .png
+# and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes.
+bench: build bench-deps
+	./tests/bench/bench.sh ./$(BIN)
+
+bench-deps:
+	@missing=""; for p in $(BENCH_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing"; exit 1; fi; \
+	fi
 
 demo: build
 	./tests/demo.sh ./$(BIN)

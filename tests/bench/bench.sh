@@ -7,7 +7,7 @@
 #            nginx stream ssl + proxy_protocol to an rsync daemon ("proxy protocol = yes")
 #            rsync over ssh to a private sshd
 #            rsync-ssl-shim serve under systemd-socket-activate --accept --inetd
-#            (the rsync-ssl.socket shape; also with --pair tcp for the 1 GiB run)
+#            (the rsync-ssl.socket shape; also with --pair unix for the 1 GiB run)
 #            rsync-ssl-shim serve --listen
 #   clients  for every TLS server: rsync-ssl (openssl type), rsync-ssl (stunnel
 #            type), rsync-ssl-shim rsync
@@ -174,12 +174,12 @@ start_server() {
 		bench_bg "${T[@]}" "$sshd_bin" -D -e -f "$dir/run/sshd_config" -p "$p" 2>>"$dir/log/sshd.log"
 		pids=$bench_last_pid
 		;;
-	shim-sa | shim-sa-tcp | shim-listen)
+	shim-sa | shim-sa-unix | shim-listen)
 		local a=(serve --cert "$dir/cert.pem" --key "$dir/key.pem" --rsyncd-conf "$dir/rsyncd.conf" --rsync "$rs")
 		# A wrapper script hides the rsync version the shim reads off the
 		# binary: name what "auto" picks for this rsync.
-		[ "$mode" = measure ] && a+=(--pair unix --proxy-protocol hosts)
-		[ "$s" = shim-sa-tcp ] && a+=(--pair tcp)
+		[ "$mode" = measure ] && a+=(--proxy-protocol hosts)
+		[ "$s" = shim-sa-unix ] && a+=(--pair unix)
 		if [ "$s" = shim-listen ]; then
 			bench_bg "${T[@]}" "$shim" "${a[@]}" --listen "127.0.0.1:$p" 2>>"$dir/log/$s.log"
 		else
@@ -203,10 +203,10 @@ stop_server() {
 tls_servers=(stunnel nginx shim-sa shim-listen)
 combos=(plain:rsync ssh:ssh)
 for s in "${tls_servers[@]}"; do for c in openssl stunnel ours; do combos+=("$s:$c"); done; done
-big_combos=("${combos[@]}" shim-sa-tcp:ours)
+big_combos=("${combos[@]}" shim-sa-unix:ours)
 declare -A label=(
 	[plain]="plain rsync daemon (floor)" [ssh]="rsync over ssh" [stunnel]="stunnel exec rsync"
-	[nginx]="nginx stream + PROXY" [shim-sa]="shim, socket-activated" [shim-sa-tcp]="shim, socket-activated, --pair tcp"
+	[nginx]="nginx stream + PROXY" [shim-sa]="shim, socket-activated" [shim-sa-unix]="shim, socket-activated, --pair unix"
 	[shim-listen]="shim --listen"
 	[rsync]="rsync" [openssl]="rsync-ssl (openssl)" [stunnel-c]="rsync-ssl (stunnel)" [ours]="rsync-ssl-shim rsync"
 )
@@ -350,7 +350,7 @@ for cb in "${combos[@]}"; do
 	esac
 	say "  $cb: ${tls[$cb]}"
 done
-tls[shim-sa-tcp:ours]=${tls[shim-sa:ours]}
+tls[shim-sa-unix:ours]=${tls[shim-sa:ours]}
 # Lean from here on: stunnel at its default log level, nginx without access log.
 for s in stunnel nginx; do stop_server "$s"; start_server "$s" lean; done
 

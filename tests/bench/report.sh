@@ -61,11 +61,11 @@ done < <(grep '^workload=tls ' "$raw")
 
 declare -A lab=([plain]="plain rsync daemon, TCP (floor)" [ssh]="rsync over ssh" [stunnel]="stunnel, exec rsync --daemon"
 	[nginx]="nginx stream ssl + PROXY → rsync daemon" [shim-sa]="**shim, socket-activated**"
-	[shim-sa-tcp]="shim, socket-activated, --pair tcp" [shim-listen]="**shim --listen**"
+	[shim-sa-unix]="shim, socket-activated, --pair unix" [shim-listen]="**shim --listen**"
 	[rsync]="rsync" [openssl]="rsync-ssl (openssl)" [stunnel-c]="rsync-ssl (stunnel)" [ours]="**rsync-ssl-shim rsync**")
 server_of() { echo "${1%%:*}"; }
 client_of() { local c=${1#*:}; [ "$c" = stunnel ] && echo stunnel-c || echo "$c"; }
-is_ours() { [[ $1 == shim-sa:ours || $1 == shim-listen:ours || $1 == shim-sa-tcp:ours ]]; }
+is_ours() { [[ $1 == shim-sa:ours || $1 == shim-listen:ours || $1 == shim-sa-unix:ours ]]; }
 
 gib=$(awk -v m="$S_big_mib" 'BEGIN {print m / 1024}')
 fb=$(med big plain:rsync wall_s)
@@ -159,7 +159,7 @@ gnuplot -e "data='$tmp/chart.dat'; out='$out/benchmarks.png'; big='$big_label'; 
 			"$([ "$(med big "$c" cli_rsync_rss)" = "$(med big "$c" cli_helper_rss)" ] && echo "≤")$(mib "$(med big "$c" cli_rsync_rss)")" "$(mib "$(med big "$c" cli_helper_rss)")"
 	done
 	echo
-	u=shim-sa:ours t=shim-sa-tcp:ours
+	u=shim-sa-unix:ours t=shim-sa:ours
 	echo "Socket pair to rsync, same run (shim socket-activated, shim client): AF_UNIX $(f 2 "$(med big $u wall_s)") s,"
 	echo "$(f 2 "$(med big $u srv_front_cpu)") + $(f 2 "$(med big $u srv_rsync_cpu)") server CPU s; loopback TCP $(f 2 "$(med big $t wall_s)") s,"
 	echo "$(f 2 "$(med big $t srv_front_cpu)") + $(f 2 "$(med big $t srv_rsync_cpu)") server CPU s."
