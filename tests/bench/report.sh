@@ -111,9 +111,10 @@ gnuplot -e "data='$tmp/chart.dat'; out='$out/benchmarks.png'; big='$big_label'; 
 	echo "  Transfers pull from the server into an empty directory with \`rsync -a\`."
 	echo "  Medians of $S_reps runs ($S_conc_reps for the simultaneous listings); setups interleaved, order rotated each round."
 	if [ "$nbusy" -gt 0 ] || awk -v l="$load_max" 'BEGIN {exit !(l > 2.5)}'; then
-		echo "- **noise: the machine was shared with other work during this run** (1-minute load up to $load_max on"
+		echo "- **noise: some rounds ran on a busy machine** (1-minute load up to $load_max on"
 		echo "  $(meta machine | sed 's/.*, \([0-9]*\) CPUs.*/\1/') CPUs; a fixed CPU job took ${calib_min}–${calib_max} ms; $nbusy of $nrounds rounds"
-		echo "  flagged busy, where it took over 1.25× its best). Ratios within the run still compare; absolute times"
+		echo "  flagged busy, where it took over 1.25× its best; the load includes this benchmark's own 64-at-once"
+		echo "  rounds and other work on the machine). Ratios within the run still compare; absolute times"
 		echo "  and the tighter targets want a quiet machine."
 	else
 		echo "- noise: no round flagged busy (a fixed CPU job took ${calib_min}–${calib_max} ms, 1-minute load up to $load_max)."
