@@ -116,17 +116,7 @@ start_server() {
 		pids=$bench_last_pid
 		;;
 	stunnel)
-		cat >"$dir/run/stunnel.conf" <<-CONF
-			foreground = yes
-			pid =
-			debug = $([ "$mode" = probe ] && echo info || echo notice)
-			[rsync]
-			accept = 127.0.0.1:$p
-			cert = $dir/cert.pem
-			key = $dir/key.pem
-			exec = $rs
-			execArgs = rsync --daemon --config=$dir/rsyncd.conf
-		CONF
+		bench_stunnel_conf "$dir/run/stunnel.conf" "$p" "$rs" "$([ "$mode" = probe ] && echo info || echo notice)"
 		bench_bg "${T[@]}" stunnel4 "$dir/run/stunnel.conf" 2>>"$dir/log/stunnel.log"
 		pids=$bench_last_pid
 		;;

@@ -20,17 +20,7 @@ bench_rsyncd_conf "$dir/rsyncd.conf" "pid file ="
 mkdir -p "$dir/up"
 printf '[up]\npath = %s\n' "$dir/up" >>"$dir/rsyncd.conf"
 port=$(bench_port)
-cat > "$dir/stunnel.conf" <<CONF
-foreground = yes
-pid =
-debug = 3
-[rsync]
-accept = 127.0.0.1:$port
-cert = $dir/cert.pem
-key = $dir/key.pem
-exec = $(command -v rsync)
-execArgs = rsync --daemon --config=$dir/rsyncd.conf
-CONF
+bench_stunnel_conf "$dir/stunnel.conf" "$port" "$(command -v rsync)" 3
 bench_bg stunnel "$dir/stunnel.conf" 2>"$dir/stunnel.log"
 bench_wait_listen "$port"
 

@@ -79,6 +79,22 @@ bench_rsyncd_conf() {
 	} >"$f"
 }
 
+# bench_stunnel_conf FILE PORT RSYNC DEBUG: the classic setup, stunnel with
+# "exec = rsync --daemon" on 127.0.0.1:PORT, serving $dir/rsyncd.conf.
+bench_stunnel_conf() {
+	cat >"$1" <<-CONF
+		foreground = yes
+		pid =
+		debug = $4
+		[rsync]
+		accept = 127.0.0.1:$2
+		cert = $dir/cert.pem
+		key = $dir/key.pem
+		exec = $3
+		execArgs = rsync --daemon --config=$dir/rsyncd.conf
+	CONF
+}
+
 bench_bg() {
 	"$@" &
 	bench_pids+=($!)

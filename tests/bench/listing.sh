@@ -30,17 +30,7 @@ bench_bg systemd-socket-activate --accept --inetd -l "127.0.0.1:$shimport" \
 stport=$(free_port)
 stunnel_bin=$(command -v stunnel4 || command -v stunnel || true)
 if [ -n "$stunnel_bin" ]; then
-	cat >"$dir/stunnel.conf" <<CONF
-foreground = yes
-pid =
-debug = 0
-[rsync]
-accept = 127.0.0.1:$stport
-cert = $dir/cert.pem
-key = $dir/key.pem
-exec = $(command -v rsync)
-execArgs = rsync --daemon --config=$dir/rsyncd.conf
-CONF
+	bench_stunnel_conf "$dir/stunnel.conf" "$stport" "$(command -v rsync)" 0
 	bench_bg "$stunnel_bin" "$dir/stunnel.conf" 2>/dev/null
 	wait_listen "$stport"
 fi
