@@ -10,8 +10,10 @@ BIN     := rsync-ssl-shim
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive: the real programs, never stand-ins.
+# build-essential: dpkg-checkbuilddeps (in the package test) refuses to build
+# without it, whatever the package's own Build-Depends say.
 TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates \
-             nginx-light libnginx-mod-stream \
+             nginx-light libnginx-mod-stream build-essential \
              debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
              sslscan openssh-client haproxy
 

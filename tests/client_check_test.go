@@ -3,8 +3,10 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,8 +45,20 @@ func TestClientCheck(t *testing.T) {
 	ca := []string{"RSYNC_SSL_CA_CERT=" + pki.CA}
 
 	t.Run("healthy listing", func(t *testing.T) {
+		// localhost resolves to 127.0.0.1 alone on some machines and to
+		// ::1, 127.0.0.1 on others (a fresh Debian 12): check must report
+		// exactly what this machine's resolver says, and reach the server
+		// on 127.0.0.1, the only address it listens on.
+		addrs, err := net.LookupHost("localhost")
+		if err != nil {
+			t.Fatalf("resolve localhost: %v", err)
+		}
+		if !slices.Contains(addrs, "127.0.0.1") {
+			t.Fatalf("localhost resolves to %v here, without 127.0.0.1: the test server listens only there", addrs)
+		}
 		out := checkOut(t, ca, 0, target)
-		wantLines(t, out, "ok    resolve", "localhost -> 127.0.0.1", "ok    tcp", "ok    tls", "TLS 1.3",
+		wantLines(t, out, "ok    resolve", "localhost -> "+strings.Join(addrs, ", ")+"\n",
+			fmt.Sprintf("connected to 127.0.0.1:%d", port), "ok    tcp", "ok    tls", "TLS 1.3",
 			`subject "CN=localhost"`, `issuer "CN=rsync-ssl-shim test CA"`, "names localhost 127.0.0.1 ::1",
 			"verified: chain against "+pki.CA+", name localhost", "ok    rsync", "protocol 32.0",
 			"ok    module", "modules: secret, closed, data, up", "all 5 hops work")
