@@ -14,6 +14,10 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// licence is the project's SPDX identifier, printed beside the version so
+// that whoever finds the binary alone knows the terms it comes under.
+const licence = "Apache-2.0"
+
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 
 // Exit codes shared by every command. rsync's own status is passed through
@@ -32,7 +36,7 @@ Usage:
   rsync-ssl-shim rsync   [RSYNC ARGS...]  run rsync with "connect" as its --rsh (like rsync-ssl)
   rsync-ssl-shim check   [flags] HOST[:PORT] [MODULE]
                                           walk every hop to a server and say which works
-  rsync-ssl-shim version                  print the version
+  rsync-ssl-shim version                  print the version and the licence
 
 Run "rsync-ssl-shim COMMAND --help" for the flags of a command.
 `
@@ -52,7 +56,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
 	case "version", "--version", "-V":
-		fmt.Fprintf(stdout, "rsync-ssl-shim %s\n", version)
+		fmt.Fprintf(stdout, "rsync-ssl-shim %s (%s)\n", version, licence)
 		return exitOK
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, topUsage)
