@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # make demo: a throwaway CA and certificate, an example module served through
 # real socket activation (systemd-socket-activate, the same hand-over as
-# rsync-ssl.socket with Accept=yes), pulled with stock rsync-ssl. Everything
-# lives in a temporary directory and everything started is stopped.
+# rsync-ssl.socket with Accept=yes), pulled with stock rsync-ssl and with this
+# binary. Everything lives in a temporary directory and everything started is
+# stopped. Each step ends with a line saying what happened; the first step
+# that goes wrong says so, shows the logs, and ends the demo with exit 1.
+#
+#   tests/demo.sh [BINARY]      DEMO_PORT (default 8874): the port to listen on
 set -euo pipefail
 
 shim=$(readlink -f "${1:-./rsync-ssl-shim}")
 port=${DEMO_PORT:-8874}
-need="rsync rsync-ssl openssl systemd-socket-activate"
+# Served connections end on their own: at once when the client closes, at the
+# latest after serve's --linger (5 s) once rsync is done. The demo waits that
+# long and a margin for a loaded machine, and no longer.
+drain=${DEMO_DRAIN_SECONDS:-15}
+need="rsync rsync-ssl openssl systemd-socket-activate ss pgrep"
 missing=""
 for p in $need; do command -v "$p" >/dev/null || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -17,6 +25,7 @@ fi
 
 dir=$(mktemp -d -t rsync-ssl-demo.XXXXXX)
 pid=""
+cur="0. setup"
 cleanup() {
 	if [ -n "$pid" ]; then
 		kill "$pid" 2>/dev/null || true
@@ -25,7 +34,27 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() {
+	cur=$1
+	printf '\n\033[1m== %s\033[0m\n' "$*"
+}
+ok() { echo "   ok: $*"; }
+fail() {
+	trap - ERR
+	echo >&2
+	echo "demo FAILED at step ${cur%% *} $*" >&2
+	for f in shim.log rsyncd.log; do
+		if [ -s "$dir/$f" ]; then
+			echo "   last lines of $f:" >&2
+			tail -n 10 "$dir/$f" | sed 's/^/     /' >&2
+		fi
+	done
+	exit 1
+}
+# Any command that fails unexpectedly names the step it broke.
+trap 'fail "(exit $?): $BASH_COMMAND"' ERR
+# indent shows a program's output under its step.
+indent() { sed 's/^/   /'; }
 
 step "1. A throwaway CA and a server certificate for localhost (ECDSA P-256)"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -35,7 +64,8 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localh
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n' >"$dir/san.ext"
 openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
 	-days 1 -extfile "$dir/san.ext" -out "$dir/server.pem" 2>/dev/null
-echo "   $dir/ca.pem, $dir/server.pem, $dir/server.key"
+openssl verify -CAfile "$dir/ca.pem" "$dir/server.pem" >/dev/null
+ok "$dir/ca.pem signs $dir/server.pem (key $dir/server.key)"
 
 step "2. An rsync module 'demo' with a few files"
 mkdir -p "$dir/module/docs"
@@ -53,7 +83,8 @@ path = $dir/module
 comment = rsync-ssl-shim demo module
 read only = yes
 CONF
-sed 's/^/   /' "$dir/rsyncd.conf"
+indent <"$dir/rsyncd.conf"
+ok "module 'demo': $(find "$dir/module" -type f | wc -l) files, $(du -sk "$dir/module" | cut -f1) KiB"
 
 step "3. Socket activation on 127.0.0.1:$port: one rsync-ssl-shim per connection, nothing else listens"
 echo "   systemd-socket-activate --accept --inetd -l 127.0.0.1:$port $shim serve --cert ... --key ... --rsyncd-conf ..."
@@ -63,51 +94,99 @@ systemd-socket-activate --accept --inetd -l "127.0.0.1:$port" \
 pid=$!
 # Wait for the socket without connecting to it: a probe connection would be
 # a client like any other, and show up in the log.
+listening=""
 for _ in $(seq 50); do
-	ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && break
+	if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+		listening=1
+		break
+	fi
+	kill -0 "$pid" 2>/dev/null || break
 	sleep 0.1
 done
+if [ -z "$listening" ]; then
+	pid_alive=$(kill -0 "$pid" 2>/dev/null && echo "still running" || echo "exited")
+	fail "nothing listens on 127.0.0.1:$port after 5 s (systemd-socket-activate $pid_alive; port taken? set DEMO_PORT)"
+fi
+ok "systemd-socket-activate (pid $pid) listens on 127.0.0.1:$port; no shim and no rsync run yet"
 
 export RSYNC_SSL_CA_CERT="$dir/ca.pem" RSYNC_SSL_PORT="$port" RSYNC_SSL_TYPE=openssl
+conns=0
 step "4. List the modules with stock rsync-ssl"
 echo "   RSYNC_SSL_CA_CERT=ca.pem RSYNC_SSL_PORT=$port rsync-ssl localhost::"
-rsync-ssl localhost:: 2>&1 | grep -v '^verify depth' | sed 's/^/   /'
+rsync-ssl localhost:: >"$dir/out" 2>&1 || fail "rsync-ssl localhost:: exited $?: $(cat "$dir/out")"
+conns=$((conns + 1))
+grep -v '^verify depth' "$dir/out" | indent
+grep -q '^demo[[:space:]]' "$dir/out" || fail "the listing does not name the module 'demo'"
+ok "the server listed module 'demo' over TLS, its certificate verified against ca.pem"
 
 step "5. Pull the module"
 echo "   rsync-ssl -av localhost::demo/ ./pulled/"
-rsync-ssl -av "localhost::demo/" "$dir/pulled/" 2>&1 | grep -v '^verify depth' | sed 's/^/   /'
-if diff -r "$dir/module" "$dir/pulled" >/dev/null; then
-	echo "   pulled tree is identical to the module"
-else
-	echo "   pulled tree differs from the module" >&2
-	exit 1
-fi
+rsync-ssl -av "localhost::demo/" "$dir/pulled/" >"$dir/out" 2>&1 || fail "rsync-ssl pull exited $?: $(cat "$dir/out")"
+conns=$((conns + 1))
+grep -v '^verify depth' "$dir/out" | indent
+diff -r "$dir/module" "$dir/pulled" >/dev/null || fail "the pulled tree differs from the module"
+ok "pulled tree is identical to the module"
 
 step "6. The same with this binary as the client, and its hop-by-hop check"
 echo "   rsync-ssl-shim rsync -a localhost::demo/ ./pulled2/"
-"$shim" rsync -a "localhost::demo/" "$dir/pulled2/"
-diff -r "$dir/module" "$dir/pulled2" >/dev/null && echo "   pulled tree is identical to the module"
+"$shim" rsync -a "localhost::demo/" "$dir/pulled2/" >"$dir/out" 2>&1 || fail "rsync-ssl-shim rsync exited $?: $(cat "$dir/out")"
+conns=$((conns + 1))
+indent <"$dir/out"
+diff -r "$dir/module" "$dir/pulled2" >/dev/null || fail "the tree pulled by rsync-ssl-shim rsync differs from the module"
+ok "pulled tree is identical to the module"
 echo "   rsync-ssl-shim check localhost demo"
-"$shim" check localhost demo 2>&1 | sed 's/^/   /'
+"$shim" check localhost demo >"$dir/out" 2>&1 || fail "check exited $?: $(cat "$dir/out")"
+conns=$((conns + 1))
+indent <"$dir/out"
+grep -q 'all 5 hops work' "$dir/out" || fail "check did not report all 5 hops working"
+ok "check walked resolve, tcp, tls, rsync and module: all work"
 
 step "7. A plain rsync client on the TLS port is told why it cannot connect"
 echo "   rsync rsync://localhost:$port/"
-rsync "rsync://localhost:$port/" 2>&1 | sed 's/^/   /' || true
+code=0
+rsync "rsync://localhost:$port/" >"$dir/out" 2>&1 || code=$?
+conns=$((conns + 1))
+indent <"$dir/out"
+[ "$code" = 5 ] || fail "plain rsync exited $code, want 5 (error starting client-server protocol)"
+grep -q '^@ERROR: this port speaks rsync over TLS' "$dir/out" || fail "plain rsync was not told in its own protocol"
+ok "plain rsync got an @ERROR line in its own protocol and exit 5, not a TLS alert"
 
-step "8. What the shim logged: one line per connection (under systemd, journald keeps it)"
-grep 'rsync-ssl-shim\[' "$dir/shim.log" | sed 's/^/   /'
+step "8. Every connection ends on its own: wait (at most ${drain} s) for the shims to exit"
+# Each served connection is one shim process below the socket, and rsync
+# below it. Each logs its line when it ends, so the log is read after this.
+waited=0
+start=$(date +%s%N)
+while children=$(pgrep -P "$pid" | tr '\n' ' ') && [ -n "$children" ]; do
+	if [ "$waited" -ge $((drain * 10)) ]; then
+		ps -o pid,etime,args -p "${children// /,}" 2>/dev/null | indent >&2 || true
+		fail "after ${drain} s these are still running below the socket: $children"
+	fi
+	sleep 0.1
+	waited=$((waited + 1))
+done
+ms=$((($(date +%s%N) - start) / 1000000))
+ok "all $conns connections ended; the last shim was gone ${ms} ms after the last client finished"
 
-step "9. What rsync logged: the client address came through the PROXY header"
-sed 's/^/   /' "$dir/rsyncd.log"
+step "9. What the shim logged: one line per connection (under systemd, journald keeps it)"
+grep 'rsync-ssl-shim\[' "$dir/shim.log" | indent || true
+lines=$(grep -c 'rsync-ssl-shim\[' "$dir/shim.log" || true)
+[ "$lines" = "$conns" ] || fail "the shim logged $lines lines for $conns connections"
+served=$(grep -c ': served ' "$dir/shim.log" || true)
+ok "$lines lines for $conns connections: $served served, $((lines - served)) refused before rsync was started"
 
-step "10. Between connections nothing runs but the activation socket"
-children=$(pgrep -P "$pid" || true)
-if [ -z "$children" ]; then
-	echo "   no shim and no rsync left running; listening on :$port:"
-else
-	echo "   still running below the socket: $children" >&2
-	exit 1
-fi
-ss -Hltnp "sport = :$port" 2>/dev/null | sed 's/^/   /' || true
+step "10. What rsync logged: the client address came through the PROXY header"
+indent <"$dir/rsyncd.log"
+grep -q 'connect from localhost (127.0.0.1)' "$dir/rsyncd.log" || fail "rsync did not log the client's address"
+errors=$(grep -c 'ERROR\|rsync error' "$dir/rsyncd.log" || true)
+ok "rsync saw each client as 127.0.0.1, the real peer; $errors error lines in its log"
+
+step "11. Between connections nothing runs but the activation socket"
+children=$(pgrep -P "$pid" | tr '\n' ' ' || true)
+[ -z "$children" ] || fail "still running below the socket: $children"
+ss -Hltnp "sport = :$port" 2>/dev/null | indent || true
+owners=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u | tr '\n' ' ')
+[ "$owners" = "pid=$pid " ] || fail "port $port is held by $owners, not only by the activation socket (pid $pid)"
+ok "no shim and no rsync left running; only the activation socket (pid $pid) listens on :$port"
+
 echo
-echo "Done. Next: README.md, \"Install on Debian 12\"."
+echo "Done: every step worked. Next: docs/server.md, \"Install on Debian 12\"."
