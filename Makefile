@@ -79,7 +79,7 @@ robustness:
 	mkdir -p tests/.cache && FUZZ_REPORT=tests/.cache/fuzz.txt tests/fuzz.sh 60
 	STRESS=1 UPDATE_ROBUSTNESS=1 FUZZ_REPORT=tests/.cache/fuzz.txt $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy' ./tests/
 
-# Rerun the rsync version matrix and rewrite its table in README.md.
+# Rerun the rsync version matrix and rewrite its tables in docs/versions.md.
 matrix:
 	UPDATE_MATRIX=1 $(GO) test -count=1 -run TestVersionMatrix ./tests/
 

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The client-certificate recipes of README.md ("Client certificates"),
+// The client-certificate recipes of docs/client-certificates.md,
 // each run as written against a server started by systemd-socket-activate.
 
 func writeFile(t *testing.T, path, body string, mode os.FileMode) {
@@ -102,7 +102,8 @@ read only = no
 	wantLog(t, s.Log.String(), `127\.0\.0\.1:\d+: SSL_CLIENT_S_DN_CN left out of rsync's environment`)
 }
 
-// authorizeHook is recipe 2's hook, byte for byte as the README shows it.
+// authorizeHook is recipe 2's hook, byte for byte as
+// docs/client-certificates.md shows it (TestRecipeDocs checks that).
 const authorizeHook = `#!/bin/sh
 # rsync runs this before every transfer (pre-xfer exec); any exit status
 # but 0 refuses the transfer. Only a verified client certificate counts.

@@ -157,7 +157,7 @@ type clientRow struct {
 // (127.0.0.7, while the shim talks to rsync over 127.0.0.1 or AF_UNIX),
 // that "hosts deny" on that address refuses it, and that no rsync process
 // listened on any port at any sampled moment. With UPDATE_MATRIX=1 it
-// rewrites the table in README.md.
+// rewrites the tables in docs/versions.md.
 func TestVersionMatrix(t *testing.T) {
 	sys := rsyncPath(t)
 	old := oldRsync(t)
@@ -353,7 +353,7 @@ func TestVersionMatrix(t *testing.T) {
 	table := renderMatrix(versions, rows, crows)
 	t.Logf("\n%s", table)
 	if os.Getenv("UPDATE_MATRIX") == "1" && !t.Failed() {
-		updateReadmeMatrix(t, table)
+		updateVersionsMatrix(t, table)
 	}
 }
 
@@ -406,11 +406,11 @@ func renderMatrix(versions []rsyncVersion, rows []matrixRow, crows []clientRow) 
 	return b.String()
 }
 
-// updateReadmeMatrix replaces the text between the matrix markers in
-// README.md with table.
-func updateReadmeMatrix(t *testing.T, table string) {
+// updateVersionsMatrix replaces the text between the matrix markers in
+// docs/versions.md with table.
+func updateVersionsMatrix(t *testing.T, table string) {
 	_, self, _, _ := runtime.Caller(0)
-	readme := filepath.Join(filepath.Dir(filepath.Dir(self)), "README.md")
+	readme := filepath.Join(filepath.Dir(filepath.Dir(self)), "docs", "versions.md")
 	b, err := os.ReadFile(readme)
 	if err != nil {
 		t.Fatal(err)
@@ -419,7 +419,7 @@ func updateReadmeMatrix(t *testing.T, table string) {
 	s := string(b)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
-		t.Fatalf("README.md lacks the %q/%q markers", begin, end)
+		t.Fatalf("docs/versions.md lacks the %q/%q markers", begin, end)
 	}
 	s = s[:i+len(begin)] + table + s[j:]
 	if err := os.WriteFile(readme, []byte(s), 0o644); err != nil {
