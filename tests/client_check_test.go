@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -47,11 +48,24 @@ func TestClientCheck(t *testing.T) {
 	t.Run("healthy listing", func(t *testing.T) {
 		// localhost resolves to 127.0.0.1 alone on some machines and to
 		// ::1, 127.0.0.1 on others (a fresh Debian 12): check must report
-		// exactly what this machine's resolver says, and reach the server
-		// on 127.0.0.1, the only address it listens on.
-		addrs, err := net.LookupHost("localhost")
+		// exactly what this machine's resolver says, in the order the
+		// resolver gives (LookupIPAddr sorts by RFC 6724, LookupHost keeps
+		// /etc/hosts order; check dials in the former), and reach the
+		// server on 127.0.0.1, the only address it listens on.
+		ipAddrs, err := net.DefaultResolver.LookupIPAddr(context.Background(), "localhost")
 		if err != nil {
 			t.Fatalf("resolve localhost: %v", err)
+		}
+		var addrs []string
+		for _, a := range ipAddrs {
+			addrs = append(addrs, a.IP.String())
+		}
+		hosts, err := net.LookupHost("localhost")
+		if err != nil {
+			t.Fatalf("resolve localhost: %v", err)
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(hosts)), slices.Sorted(slices.Values(addrs))) {
+			t.Fatalf("localhost: LookupHost says %v, LookupIPAddr %v", hosts, addrs)
 		}
 		if !slices.Contains(addrs, "127.0.0.1") {
 			t.Fatalf("localhost resolves to %v here, without 127.0.0.1: the test server listens only there", addrs)
