@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Client diagnostics: walk every hop to a server, time it, and stop at the
 // first one that breaks.
@@ -14,6 +14,9 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // ClientGreeting is what we announce to the daemon: protocol 32 with the
@@ -165,7 +168,7 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 			switch {
 			case line != "":
 				he.Err = fmt.Errorf("the TLS server is not an rsync daemon: it sent %q", clip(line))
-			case err != nil && errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
+			case err != nil && errors.Is(err, context.DeadlineExceeded) || tlserr.IsTimeout(err):
 				he.Err = fmt.Errorf("no rsync greeting within %v", timeout)
 			default:
 				he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
@@ -232,7 +235,7 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 			}
 			if err != nil {
 				e := errors.New("the daemon closed the connection before answering")
-				if isNetTimeout(err) {
+				if tlserr.IsTimeout(err) {
 					e = fmt.Errorf("no answer within %v", timeout)
 				}
 				return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: e,
@@ -251,10 +254,10 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 func (t *TLSReport) fill(leaf *x509.Certificate) {
 	t.Subject = leaf.Subject.String()
 	t.Issuer = leaf.Issuer.String()
-	t.Names = CertNames(leaf)
+	t.Names = certid.Names(leaf)
 	t.NotAfter = leaf.NotAfter.UTC()
 	t.DaysLeft = int(math.Floor(time.Until(leaf.NotAfter).Hours() / 24))
-	t.Pin = PinOf(leaf).String()
+	t.Pin = certid.PinOf(leaf).String()
 }
 
 func (t *TLSReport) summary() string {
@@ -277,9 +280,4 @@ func clip(s string) string {
 		return s[:120] + "..."
 	}
 	return s
-}
-
-func isNetTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
