@@ -109,6 +109,14 @@ func TestReadme(t *testing.T) {
 		t.Errorf("README.md's last section is not a one-line licence:\n%s", lastSection(readme))
 	}
 
+	// "make TARGET" in the text names a target that exists.
+	makefile := readFileT(t, filepath.Join(root, "Makefile"))
+	for _, m := range regexp.MustCompile("`make ([a-z-]+)`").FindAllStringSubmatch(readme, -1) {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m[1]) + `:`).MatchString(makefile) {
+			t.Errorf("README.md mentions `make %s`, and the Makefile has no such target", m[1])
+		}
+	}
+
 	var runHere []mdBlock
 	shown := map[string]bool{}
 	for _, b := range mdBlocks(t, "README.md", readme) {
