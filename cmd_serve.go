@@ -66,7 +66,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var o serveOptions
-	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
+	fs := newFlagSet("serve", commandHelp{synopsis: "serve [flags]", about: serveAbout}, log)
 	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
 	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
 	fs.StringVar(&o.minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
