@@ -34,7 +34,8 @@ var readmeProofs = map[string][]proof{
 	"make deps": {{"Makefile", "\ndeps:"}, {".ci/run", "\nmake deps\n"}},
 	"make demo": {{"Makefile", "\ndemo: build\n\t./tests/demo.sh ./$(BIN)\n"},
 		{"tests/demo_test.go", `filepath.Join(repoRoot(t), "tests", "demo.sh")`}},
-	"make test": {{".ci/run", "\nmake test\n"}},
+	"make test":  {{".ci/run", "\nmake test\n"}},
+	"make cross": {{"Makefile", "\ncross:\n"}, {"Makefile", "\ntest: deps lint cross "}, {".ci/run", "\nmake test\n"}},
 	"make deb": {{"Makefile", "\ndeb:\n\tpackaging/build-deb.sh"},
 		{"tests/deploy_package_test.go", `filepath.Join(repoRoot(t), "packaging", "build-deb.sh")`}},
 	// README.md "Install on Debian 12": TestDeployPackage/bookworm runs
@@ -208,7 +209,7 @@ func runClientBlock(t *testing.T, b mdBlock) {
 		sameTree(t, rd.Data, filepath.Join(rd.Up, "data"))
 	}
 	if strings.Contains(strings.Join(b.lines, "\n"), "rsync-ssl-shim check") {
-		wantLines(t, out, "all 5 hops work", "module data: open")
+		wantLines(t, out, "all 5 hops work", "ok    module", "module data: ")
 	}
 }
 
