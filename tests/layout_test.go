@@ -47,7 +47,7 @@ func TestLayoutArrows(t *testing.T) {
 		"tlsbridge/certid":               {},
 		"tlsbridge/tlserr":               {},
 		"internal/testpki":               {},
-		"tests":                          {},
+		"tests":                          {"internal/testpki"},
 		"tests/testdata/rsync-inet-only": {},
 	}
 	for pkg, imps := range imports {
