@@ -47,7 +47,7 @@ var readmeProofs = map[string][]proof{
 	"install -m 0600 server.key /etc/rsync-ssl/private/key.pem": {{"tests/deploy_package_test.go",
 		`c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")`}},
 	"editor /etc/rsync-ssl/rsyncd.conf": {{"tests/deploy_package_test.go",
-		"conf := filepath.Join(c.root, \"etc/rsync-ssl/rsyncd.conf\")\n\twriteFileT(t, conf, readFileT(t, conf)+`\n[data]\n\tpath = /srv/rsync/data"}},
+		"conf := filepath.Join(c.root, \"etc/rsync-ssl/rsyncd.conf\")\n\twriteFile(t, conf, readFileT(t, conf)+`\n[data]\n\tpath = /srv/rsync/data"}},
 	"systemctl enable --now rsync-ssl.socket": {{"tests/deploy_package_test.go",
 		`c.must(t, "systemctl", "enable", "--now", "rsync-ssl.socket")`}},
 }
