@@ -95,7 +95,7 @@ pid=$!
 # Wait for the socket without connecting to it: a probe connection would be
 # a client like any other, and show up in the log.
 listening=""
-for _ in $(seq 50); do
+for _ in $(seq 100); do
 	if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
 		listening=1
 		break
@@ -105,7 +105,7 @@ for _ in $(seq 50); do
 done
 if [ -z "$listening" ]; then
 	pid_alive=$(kill -0 "$pid" 2>/dev/null && echo "still running" || echo "exited")
-	fail "nothing listens on 127.0.0.1:$port after 5 s (systemd-socket-activate $pid_alive; port taken? set DEMO_PORT)"
+	fail "nothing listens on 127.0.0.1:$port after 10 s (systemd-socket-activate $pid_alive; port taken? set DEMO_PORT)"
 fi
 ok "systemd-socket-activate (pid $pid) listens on 127.0.0.1:$port; no shim and no rsync run yet"
 
