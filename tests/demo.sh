@@ -96,7 +96,7 @@ pid=$!
 # a client like any other, and show up in the log.
 listening=""
 for _ in $(seq 100); do
-	if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+	if ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then
 		listening=1
 		break
 	fi
@@ -104,8 +104,8 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 if [ -z "$listening" ]; then
-	pid_alive=$(kill -0 "$pid" 2>/dev/null && echo "still running" || echo "exited")
-	fail "nothing listens on 127.0.0.1:$port after 10 s (systemd-socket-activate $pid_alive; port taken? set DEMO_PORT)"
+	kill -0 "$pid" 2>/dev/null || fail "systemd-socket-activate exited without listening on 127.0.0.1:$port (port taken? set DEMO_PORT)"
+	fail "systemd-socket-activate does not listen on 127.0.0.1:$port after 10 s"
 fi
 ok "systemd-socket-activate (pid $pid) listens on 127.0.0.1:$port; no shim and no rsync run yet"
 
