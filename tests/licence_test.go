@@ -215,6 +215,14 @@ func TestLicenceCopyright(t *testing.T) {
 			}
 		}
 	}
+	// No file of the source matches a module's pattern, which lintian
+	// reports unless told why (debian/source/lintian-overrides).
+	overrides := readFileT(t, filepath.Join(root, "packaging/debian/source/lintian-overrides"))
+	for mod := range mods {
+		if !strings.Contains(overrides, "rsync-ssl-shim source: superfluous-file-pattern "+mod+"/* ") {
+			t.Errorf("debian/source/lintian-overrides does not say that Files: %s/* names a Go module, not a file", mod)
+		}
+	}
 	for pat := range files {
 		if _, ok := mods[strings.TrimSuffix(pat, "/*")]; !ok && pat != "*" {
 			t.Errorf("debian/copyright has Files: %s, which go.mod no longer requires", pat)
@@ -231,6 +239,40 @@ func TestLicenceCopyright(t *testing.T) {
 	}
 	if !slices.Contains(strings.Split(readFileT(t, filepath.Join(root, "packaging/debian/rsync-ssl-shim.docs")), "\n"), "NOTICE") {
 		t.Error("the package does not install NOTICE")
+	}
+}
+
+// TestLicenceSourceLint builds the source package from the tracked files and
+// runs lintian --pedantic on it: the DEP-5 checks of debian/copyright are
+// source checks, which the binary package's lint does not make.
+func TestLicenceSourceLint(t *testing.T) {
+	lintian := needTool(t, "lintian")
+	dpkgSource := needTool(t, "dpkg-source")
+	git := needTool(t, "git")
+	root := repoRoot(t)
+	work := t.TempDir()
+	src := filepath.Join(work, "rsync-ssl-shim-1.0")
+	if out, code := runCmd(t, time.Minute, nil, "sh", "-c",
+		`mkdir -p "$2" && cd "$1" && "$3" ls-files -z | xargs -0 tar -c | tar -x -C "$2" && cp -a packaging/debian "$2/debian"`,
+		"sh", root, src, git); code != 0 {
+		t.Fatalf("copy the tracked files (exit %d):\n%s", code, out)
+	}
+	writeFile(t, filepath.Join(src, "debian", "changelog"), "rsync-ssl-shim (1.0) unstable; urgency=medium\n\n"+
+		"  * Source package for lintian.\n\n -- rsync-ssl-shim maintainers <maintainers@rsync-ssl-shim.invalid>  Tue, 01 Dec 2026 00:00:00 +0000\n", 0o644)
+	if out, code := runCmd(t, time.Minute, nil, "sh", "-c", `cd "$1" && "$2" -b rsync-ssl-shim-1.0`, "sh", work, dpkgSource); code != 0 {
+		t.Fatalf("dpkg-source -b (exit %d):\n%s", code, out)
+	}
+	out, code := runCmd(t, 5*time.Minute, nil, lintian, "--pedantic", "--display-info", "--fail-on", "none",
+		filepath.Join(work, "rsync-ssl-shim_1.0.dsc"))
+	var bad []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "W: ") {
+			bad = append(bad, line)
+		}
+	}
+	t.Logf("lintian --pedantic on the source package (exit %d):\n%s", code, out)
+	if code != 0 || len(bad) > 0 {
+		t.Fatalf("lintian reports errors or warnings on the source package:\n%s", strings.Join(bad, "\n"))
 	}
 }
 
