@@ -303,14 +303,17 @@ func (c *rsyncChild) reap() int {
 // saying anything is named as the hop that failed.
 func (s *Server) explainEnd(bs Stats, res Result) error {
 	switch {
-	case bs.Err != nil:
-		return fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
-	case res.Out == 0 && res.RsyncExit != 0:
+	case res.Out == 0 && res.RsyncExit > 0:
+		// rsync died before saying anything: that is the hop that
+		// failed, whatever the bridge then met writing to it (a broken
+		// pipe, when the client's bytes arrived after rsync's exit).
 		hint := ""
 		if s.Pair == PairUnix {
 			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
 		}
 		return fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", res.Peer, res.RsyncExit, hint)
+	case bs.Err != nil:
+		return fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	}
 	return nil
 }
