@@ -303,7 +303,7 @@ func (c *rsyncChild) reap() int {
 // saying anything is named as the hop that failed.
 func (s *Server) explainEnd(bs Stats, res Result) error {
 	switch {
-	case res.Out == 0 && res.RsyncExit > 0:
+	case res.Out == 0 && res.RsyncExit != 0:
 		// rsync died before saying anything: that is the hop that
 		// failed, whatever the bridge then met writing to it (a broken
 		// pipe, when the client's bytes arrived after rsync's exit).
