@@ -124,7 +124,7 @@ func writeRobustness() {
 }
 
 func areaRank(a string) int {
-	for i, p := range []string{"Bad input", "Faults", "Load", "TLS configuration"} {
+	for i, p := range []string{"Bad input", "Faults", "Load", "TLS configuration", "Security findings"} {
 		if strings.HasPrefix(a, p) {
 			return i
 		}
