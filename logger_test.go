@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestLoggerOneLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text":                           "plain text",
+		"two\nlines\n":                         `two\nlines`,
+		"x client=host-b\r\x1b[2J":             `x client=host-b\r\x1b[2J`,
+		"tab\there\x00nul\x7fdel":              `tab\there\x00nul\x7fdel`,
+		"c1 \u009b2J csi":                      `c1 \u009b2J csi`,
+		"bad utf-8 \xff\x9b end":               `bad utf-8 \xff\x9b end`,
+		"ünïcødé 日本語 kept":                     "ünïcødé 日本語 kept",
+		"quote \" and backslash \\ stay as is": "quote \" and backslash \\ stay as is",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLoggerBoundsLines(t *testing.T) {
+	var buf bytes.Buffer
+	l := &logger{w: &buf, prefix: "p: "}
+	l.Logf("sni=%s", strings.Repeat("a", 60000))
+	l.Logf("ctl=%s", strings.Repeat("\x1b", 60000))
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %d", len(lines))
+	}
+	for _, line := range lines {
+		if len(line) > maxLogLine+64 || !strings.HasSuffix(line, "...(cut, 60004 bytes)") {
+			t.Errorf("line of %d bytes ending %q", len(line), line[max(0, len(line)-40):])
+		}
+	}
+}
