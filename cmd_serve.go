@@ -247,7 +247,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Rsync:            tlsbridge.RsyncCommand{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
 			Pair:             pair,
 			Linger:           linger,
-			Env:              os.Environ(),
+			Env:              tlsbridge.BaseEnv(os.Environ()),
 			Logf:             log.Logf,
 		},
 		store: store,
