@@ -63,10 +63,7 @@ type Result struct {
 
 // String is the one summary line for a served connection.
 func (r Result) String() string {
-	sni := r.SNI
-	if sni == "" {
-		sni = "-"
-	}
+	sni := sniField(r.SNI)
 	id := r.Identity
 	if id == "" {
 		id = "-"
