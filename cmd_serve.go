@@ -14,6 +14,7 @@ import (
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/runas"
 )
 
 const serveAbout = `
@@ -73,6 +74,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
 	fs.StringVar(&o.rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
+	fs.StringVar(&o.rsyncUser, "rsync-user", "", "run rsync and its hooks as `USER[:GROUP]` (a local user; its groups from\n/etc/group), with no capabilities and none of our environment, so that nothing\nrsync starts can open --key; needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL")
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
 	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
@@ -151,6 +153,7 @@ func (e usageError) Is(t error) bool {
 type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
+	rsyncUser                                         string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns                                          int
 	client                                            tlsbridge.ClientAuthConfig
@@ -204,6 +207,22 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
 	}
+	env := tlsbridge.BaseEnv(os.Environ())
+	var runAs *runas.User
+	var launch func(func() error) error
+	if o.rsyncUser != "" {
+		if runAs, err = runas.Lookup(o.rsyncUser); err != nil {
+			if errors.Is(err, runas.ErrUsage) {
+				return nil, usageError{err.Error()}
+			}
+			return nil, err
+		}
+		if err := runAs.Check(); err != nil {
+			return nil, err
+		}
+		env = tlsbridge.WithUser(env, runAs.Name, runAs.Home)
+		launch = runas.StartCleared
+	}
 	if rsyncConf != "" {
 		if _, err := os.Stat(rsyncConf); err != nil {
 			return nil, fmt.Errorf("--rsyncd-conf: %w", err)
@@ -245,11 +264,12 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			TLS:              tlsbridge.ServerTLSConfig(store, minV, client),
 			Client:           client,
 			HandshakeTimeout: handshake,
-			Rsync:            rsyncd.Command{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
-			Pair:             pair,
-			Linger:           linger,
-			Env:              tlsbridge.BaseEnv(os.Environ()),
-			Logf:             log.Logf,
+			Rsync: rsyncd.Command{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy,
+				KnowsProxyProtocol: info.HasProxyProtocol, Credential: runAs.Credential(), Launch: launch},
+			Pair:   pair,
+			Linger: linger,
+			Env:    env,
+			Logf:   log.Logf,
 		},
 		store: store,
 		info:  info,
