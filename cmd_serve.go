@@ -90,7 +90,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&o.allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
 	fs.Var(&o.allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
 	fs.Var(&o.allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
-	fs.Var(&o.allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
+	fs.Var(&o.allowSPKI, "allow-spki", "admit the client key with `[NAME=]PIN`, PIN being sha256:BASE64 (SHA-256 of its\nSubjectPublicKeyInfo; a refused client's pin is in the log). Without --client-ca the\npins alone decide, self-signed client certificates work, and nothing the certificate\nsays is exported: rsync gets NAME as SSL_CLIENT_S_DN_CN and the pin as\nSSL_CLIENT_SPKI_SHA256; the log's client= is NAME, or the pin")
 	fs.Var(&o.crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
 	fs.BoolVar(&o.client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {

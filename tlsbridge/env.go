@@ -19,6 +19,10 @@ type ConnInfo struct {
 	// handshake the ClientPolicy passed: State.PeerCertificates alone
 	// does not say that anyone checked them.
 	Client *x509.Certificate
+	// PinOnly: Client was admitted by its key's pin alone, and PinName
+	// is the admin's name for that pin ("" if none): see PinnedVars.
+	PinOnly bool
+	PinName string
 }
 
 // ownedPrefixes are variables we set; whatever the service manager or an
@@ -94,7 +98,11 @@ func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 	// (ClientVars). A URI SAN is exported only when it passes like any
 	// other value, which a "scheme://host/path" URI never does (its "/"):
 	// such URIs are matched with --allow-uri inside the shim instead.
-	for _, v := range ClientVars(ci.Client) {
+	vars := ClientVars(ci.Client)
+	if ci.Client != nil && ci.PinOnly {
+		vars = PinnedVars(ci.Client, ci.PinName)
+	}
+	for _, v := range vars {
 		add(v.Name, v.Value)
 	}
 	return env, dropped

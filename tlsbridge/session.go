@@ -170,10 +170,14 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 			s.Logf("%s: warning: %s", res.Peer, w)
 		}
 	}
-	res.Identity = ClientIdentity(client)
-
 	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
-	env, dropped := RsyncEnv(s.Env, ConnInfo{Remote: remote, Local: local, State: st, Client: client})
+	ci := ConnInfo{Remote: remote, Local: local, State: st, Client: client}
+	res.Identity = ClientIdentity(client)
+	if client != nil && s.Client.PinOnly() {
+		ci.PinOnly, ci.PinName = true, s.Client.PinName(client)
+		res.Identity = PinnedIdentity(client, ci.PinName)
+	}
+	env, dropped := RsyncEnv(s.Env, ci)
 	for _, k := range dropped {
 		s.Logf("%s: %s left out of rsync's environment: its value has characters rsyncd.conf and hooks cannot take safely", res.Peer, k)
 	}
