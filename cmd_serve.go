@@ -374,6 +374,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 	reloadCtx, cancelReload := context.WithCancel(ctx)
 	defer cancelReload()
 	go func() {
+		lastErr := ""
 		tick := time.NewTicker(certPoll)
 		defer tick.Stop()
 		for {
@@ -391,9 +392,16 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 			}
 			warns, err := srv.reload()
 			if err != nil {
-				log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
+				// The files stay changed, so the poll retries
+				// every few seconds (a certificate not yet valid
+				// goes in once it is): say so once, not each time.
+				if msg := err.Error(); msg != lastErr || why == "SIGHUP" {
+					log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
+					lastErr = msg
+				}
 				continue
 			}
+			lastErr = ""
 			for _, w := range warns {
 				log.Logf("warning: %s", w)
 			}
