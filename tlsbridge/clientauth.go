@@ -15,6 +15,7 @@ import (
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // ClientAuthMode is what the server asks of a client's certificate.
@@ -648,7 +649,7 @@ func ExplainClientCert(err error) (msg string, ok bool) {
 	if errors.As(err, &ce) {
 		return ce.Error(), true
 	}
-	if strings.Contains(err.Error(), "client didn't provide a certificate") {
+	if tlserr.NoClientCertificate(err) {
 		return noCertReason, true
 	}
 	return "", false
