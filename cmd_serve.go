@@ -251,6 +251,11 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 		proxy = rsyncd.ProxyPlain
 	case "off":
 		proxy = rsyncd.ProxyOff
+		if !info.Readable {
+			// rsync is then started without proxyprotocol=no, which
+			// an rsync without the parameter would refuse.
+			log.Logf("warning: --proxy-protocol off: cannot tell whether %s knows \"proxy protocol\"; if its rsyncd.conf sets it, a client could name its own address", info.Path)
+		}
 	default:
 		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", o.proxyName)}
 	}
