@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestLoggerOneLine(t *testing.T) {
@@ -37,4 +38,23 @@ func TestLoggerBoundsLines(t *testing.T) {
 			t.Errorf("line of %d bytes ending %q", len(line), line[max(0, len(line)-40):])
 		}
 	}
+}
+
+func FuzzOneLine(f *testing.F) {
+	f.Add("x client=host-b\r\x1b[2J")
+	f.Add("ünï \xff\xc2\x9b")
+	f.Fuzz(func(t *testing.T, s string) {
+		got := oneLine(s)
+		if len(got) > maxLogLine+64 {
+			t.Fatalf("line of %d bytes", len(got))
+		}
+		if !utf8.ValidString(got) {
+			t.Fatalf("invalid UTF-8 in %q", got)
+		}
+		for _, r := range got {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("control %U in %q", r, got)
+			}
+		}
+	})
 }
