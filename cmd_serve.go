@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -265,7 +267,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Client:           client,
 			HandshakeTimeout: o.handshake,
 			Rsync: rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy,
-				KnowsProxyProtocol: info.HasProxyProtocol, Credential: runAs.Credential(), Launch: launch},
+				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
 			Pair:   pair,
 			Linger: o.linger,
 			Env:    env,
@@ -274,6 +276,15 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 		store: store,
 		info:  info,
 	}, nil
+}
+
+// rsyncCredential is the user rsync runs as, nil for the one we are.
+func rsyncCredential(u *runas.User) *rsyncd.Credential {
+	c := u.Credential()
+	if c == nil {
+		return nil
+	}
+	return &rsyncd.Credential{Uid: c.Uid, Gid: c.Gid, Groups: c.Groups}
 }
 
 // servePlan is the server plus what the accept loop needs to reload.

@@ -228,11 +228,17 @@ type Command struct {
 	// command line: "proxy protocol = yes" left in rsyncd.conf would let a
 	// client send its own PROXY header inside TLS and be believed.
 	KnowsProxyProtocol bool
-	// Credential, when set, is the user rsync runs as (--rsync-user).
-	Credential *syscall.Credential
+	// User, when set, is whom rsync runs as (--rsync-user).
+	User *Credential
 	// Launch, when set, runs the exec.Cmd's Start for Start: the caller
 	// uses it to start rsync from a thread without ambient capabilities.
 	Launch func(start func() error) error
+}
+
+// Credential is a user rsync runs as: uid, gid and supplementary groups.
+type Credential struct {
+	Uid, Gid uint32
+	Groups   []uint32
 }
 
 // unbindableAddress makes rsync's standalone mode fail instead of listen.
@@ -268,31 +274,6 @@ func (r *Command) Argv(trust string) []string {
 		}
 	}
 	return append(argv, r.Args...)
-}
-
-// Start runs rsync with stdin as its only socket. stdout is /dev/null (rsync
-// closes it in inetd mode anyway); stderr is ours, unless ours is the
-// connection, which the caller signals by passing nil.
-func (r *Command) Start(stdin *os.File, trust string, env []string, stderr io.Writer) (*exec.Cmd, error) {
-	argv := r.Argv(trust)
-	cmd := &exec.Cmd{Path: r.Path, Args: argv, Env: env, Stdin: stdin, Stderr: stderr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// If we die, rsync must not live on as an orphan holding a
-		// half-written transfer; SIGTERM lets it remove its temp file.
-		Pdeathsig: syscall.SIGTERM,
-		// Go sets the groups, then the gid, then the uid, in the child
-		// before exec; Pdeathsig is set after them, since the kernel
-		// clears it on a change of credentials.
-		Credential: r.Credential,
-	}
-	launch := r.Launch
-	if launch == nil {
-		launch = func(start func() error) error { return start() }
-	}
-	if err := launch(cmd.Start); err != nil {
-		return nil, fmt.Errorf("start rsync: %w", err)
-	}
-	return cmd, nil
 }
 
 // ExitStatus is rsync's exit code, 128+signal when killed, or -1.
