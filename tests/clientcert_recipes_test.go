@@ -15,16 +15,6 @@ import (
 // The client-certificate recipes of README.md ("Client certificates"),
 // each run as written against a server started by systemd-socket-activate.
 
-func writeFile(t *testing.T, path, body string, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(body), mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // rsyncdConf writes an rsyncd.conf with the test's globals and the given
 // modules.
 func rsyncdConf(t *testing.T, modules string) *Rsyncd {

@@ -48,7 +48,7 @@ func TestLayoutArrows(t *testing.T) {
 		"tlsbridge/tlserr":               {},
 		"tlsbridge/runas":                {"golang.org/x/sys"},
 		"internal/testpki":               {},
-		"tests":                          {},
+		"tests":                          {"internal/testpki"},
 		"tests/testdata/rsync-inet-only": {},
 	}
 	for pkg, imps := range imports {
