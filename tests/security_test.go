@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/internal/testpki"
 )
 
 // The findings of the security review (issue 15), one test each, named so
@@ -52,30 +53,10 @@ func recordSecurity(t *testing.T, name, input, outcome string, start time.Time) 
 // holder of a pinned key can make as many as it likes, saying anything.
 func selfSignedWithKey(t *testing.T, dir, name string, key *ecdsa.PrivateKey, cn string, dns []string) clientCert {
 	t.Helper()
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{cn + " org"}},
-		DNSNames:     dns,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := clientCert{Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+".key")}
-	if c.X509, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, c.Cert, "CERTIFICATE", der)
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, c.Key, "PRIVATE KEY", kder)
+	x, _ := (*testpki.CA)(nil).Issue(t, testpki.Leaf{Subject: &pkix.Name{CommonName: cn, Organization: []string{cn + " org"}},
+		DNS: dns, Key: key, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	c := clientCert{X509: x}
+	c.Cert, c.Key = testpki.WritePair(t, dir, name, x, key)
 	return c
 }
 
@@ -390,14 +371,9 @@ func presentedSerial(t *testing.T, addr string) string {
 func waitLogLine(t *testing.T, out *lockedBuffer, re string, d time.Duration) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if rx.MatchString(out.String()) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !waitFor(func() bool { return rx.MatchString(out.String()) }, d) {
+		t.Fatalf("no log line matches %q within %v; log:\n%s", re, d, out)
 	}
-	t.Fatalf("no log line matches %q within %v; log:\n%s", re, d, out)
 }
 
 func replaceFile(t *testing.T, src, dst string) {
@@ -777,14 +753,7 @@ func TestSecurityUnbindableAddressNonlocalBind(t *testing.T) {
 	run("sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1")
 	cmd, _ = daemon()
 	startBg(t, cmd)
-	listening := false
-	for i := 0; i < 100 && !listening; i++ {
-		listening = strings.Contains(run("ss", "-Htln"), "0.0.0.1:"+port)
-		if !listening {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if !listening {
+	if !waitFor(func() bool { return strings.Contains(run("ss", "-Htln"), "0.0.0.1:"+port) }, 5*time.Second) {
 		t.Fatalf("ip_nonlocal_bind=1: rsync does not listen on 0.0.0.1:%s\n%s", port, rd.LogText(t))
 	}
 	// ... and nobody reaches it: not from the host itself.
