@@ -182,7 +182,7 @@ func TestRecipePinnedKey(t *testing.T) {
 	hook, envFile := envDumper(t)
 	rd := newRsyncd(t, hook)
 	writeFile(t, filepath.Join(rd.Data, "hello.txt"), "hello\n", 0o644)
-	s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--allow-spki", pin))
+	s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--allow-spki", "laptop="+pin))
 
 	dst := t.TempDir()
 	if out, code := sslClient(t, p, s.addr(), laptop, "localhost::data/hello.txt", dst+"/"); code != 0 {
