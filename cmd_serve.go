@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -79,6 +80,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
 	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
 	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
+	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), exit at the first\n"+
+		"moment no connection is in flight, so that systemd starts serve afresh (with\n"+
+		"new LoadCredential= copies) at the next connection")
 	fs.DurationVar(&o.linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
 	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
@@ -134,7 +138,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if src.Conn != nil {
 		return srv.serveOne(ctx, src.Conn, log)
 	}
-	return serveLoop(ctx, srv, src, o.maxConns, o.exitIdle, log)
+	return serveLoop(ctx, srv, src, &o, log)
 }
 
 var errUsage = errors.New("usage")
@@ -149,6 +153,7 @@ func (e usageError) Is(t error) bool {
 // serveOptions holds serve's flags as given.
 type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
+	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns                                          int
@@ -333,7 +338,8 @@ func connExit(res tlsbridge.Result) int {
 // certPoll is how often the accept loop looks for renewed certificates.
 const certPoll = 5 * time.Second
 
-func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxConns int, exitIdle time.Duration, log *logger) int {
+func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
+	exitIdle := o.exitIdle
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -380,14 +386,72 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 		}
 	}()
 
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: maxConns, ExitIdle: exitIdle, Logf: log.Logf},
+	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
 			srv.serveOne(ctx, c, log)
 		})
-	if ctx.Err() != nil {
+	drained := false
+	select {
+	case <-drain:
+		drained = true
+	default:
+	}
+	switch {
+	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
-	} else {
+	case drained:
+		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}
 	return exitOK
+}
+
+// watchChanged returns a channel closed once any of files differs from what
+// it was at the start (size, modification time, inode: a renewal that
+// replaces the file by a rename counts), checked every poll. Under systemd
+// the certificate and key reach serve as LoadCredential= copies made when
+// the service starts, so a renewal of the originals only takes effect in a
+// fresh service; serve cannot read the key's original itself. Nil files: a
+// nil channel, which never closes.
+func watchChanged(ctx context.Context, files []string, poll time.Duration, log *logger) <-chan struct{} {
+	if len(files) == 0 {
+		return nil
+	}
+	stamp := func(p string) string {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "missing"
+		}
+		ino := uint64(0)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		return fmt.Sprintf("%d %d %d", fi.Size(), fi.ModTime().UnixNano(), ino)
+	}
+	was := make([]string, len(files))
+	for i, f := range files {
+		was[i] = stamp(f)
+	}
+	ch := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(poll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for i, f := range files {
+				if stamp(f) != was[i] {
+					log.Logf("%s changed: exiting once no connection is in flight", f)
+					close(ch)
+					return
+				}
+			}
+		}
+	}()
+	return ch
 }
