@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
 const checkUsage = `Usage: rsync-ssl-shim check [flags] HOST[:PORT] [MODULE]
@@ -45,8 +45,8 @@ error.
 // splitTarget reads HOST, HOST:PORT, [V6], [V6]:PORT, a bare IPv6 address,
 // or an rsyncs:// URL (whose module counts when MODULE is not given).
 func splitTarget(s string) (host, port, module string, err error) {
-	if tlsbridge.IsRsyncsURL(s) {
-		u, err := tlsbridge.ParseRsyncsURL(s)
+	if client.IsRsyncsURL(s) {
+		u, err := client.ParseRsyncsURL(s)
 		return u.Host, u.Port, u.Module, err
 	}
 	h := s
@@ -59,11 +59,11 @@ func splitTarget(s string) (host, port, module string, err error) {
 		h, port, _ = strings.Cut(s, ":")
 	}
 	if port != "" {
-		if port, err = tlsbridge.ParsePort(port); err != nil {
+		if port, err = client.ParsePort(port); err != nil {
 			return "", "", "", fmt.Errorf("%q: %w", s, err)
 		}
 	}
-	host, err = tlsbridge.ParseHost(h)
+	host, err = client.ParseHost(h)
 	return host, port, "", err
 }
 
@@ -96,12 +96,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr(err)
 	}
-	d, err := tlsbridge.NewDialer(o)
+	d, err := client.NewDialer(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n", err)
 		return exitUsage
 	}
-	r := tlsbridge.Check(context.Background(), d, module)
+	r := client.Check(context.Background(), d, module)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -116,7 +116,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func printReport(w io.Writer, r tlsbridge.Report, warn string) {
+func printReport(w io.Writer, r client.Report, warn string) {
 	for _, h := range r.Hops {
 		status := "ok  "
 		if !h.OK {

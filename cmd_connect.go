@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
 const connectUsage = `Usage: rsync-ssl-shim connect [flags] [-l USER] HOST [rsync --server --daemon .]
@@ -72,7 +73,7 @@ type pinFlag struct{ f *clientFlags }
 
 func (p pinFlag) String() string { return strings.Join(p.f.pins, ",") }
 func (p pinFlag) Set(s string) error {
-	if _, err := tlsbridge.ParsePin(s); err != nil {
+	if _, err := certid.ParsePin(s); err != nil {
 		return err
 	}
 	p.f.pins = append(p.f.pins, s)
@@ -94,7 +95,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 // options merges flags over the rsync-ssl environment. urlPort is a port
 // the user wrote into the target (check's HOST:PORT), between --port and the
 // environment. warn is set when nothing will verify the server.
-func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(string) (string, bool)) (o tlsbridge.ClientOptions, warn string, err error) {
+func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(string) (string, bool)) (o client.Options, warn string, err error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	o.Host = host
@@ -103,7 +104,7 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 
 	switch {
 	case set["port"]:
-		if o.Port, err = tlsbridge.ParsePort(f.port); err != nil {
+		if o.Port, err = client.ParsePort(f.port); err != nil {
 			return o, "", fmt.Errorf("--port: %w", err)
 		}
 	case urlPort != "":
@@ -113,41 +114,41 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		// port in the URL", exactly as rsync-ssl reads it.
 		o.Port = "874"
 		if p, ok := env("RSYNC_PORT"); ok && p != "" && p != "0" {
-			if o.Port, err = tlsbridge.ParsePort(p); err != nil {
+			if o.Port, err = client.ParsePort(p); err != nil {
 				return o, "", fmt.Errorf("RSYNC_PORT: %w", err)
 			}
 		} else if p, ok := env("RSYNC_SSL_PORT"); ok && p != "" {
-			if o.Port, err = tlsbridge.ParsePort(p); err != nil {
+			if o.Port, err = client.ParsePort(p); err != nil {
 				return o, "", fmt.Errorf("RSYNC_SSL_PORT: %w", err)
 			}
 		}
 	}
 
 	for _, s := range f.pins {
-		p, _ := tlsbridge.ParsePin(s) // checked by Set
+		p, _ := certid.ParsePin(s) // checked by Set
 		o.Pins = append(o.Pins, p)
 	}
 	caEnv, caSet := env("RSYNC_SSL_CA_CERT")
 	switch {
 	case f.insecure:
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 		warn = "--insecure-skip-verify"
 	case set["ca"]:
 		if f.ca == "" {
 			return o, "", errors.New("--ca needs a file name (for no verification, --insecure-skip-verify)")
 		}
-		o.Trust, o.CAFile = tlsbridge.TrustCAFile, f.ca
+		o.Trust, o.CAFile = client.TrustCAFile, f.ca
 	case caSet && caEnv == "":
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 		warn = "RSYNC_SSL_CA_CERT is set but empty"
 	case caSet:
-		o.Trust, o.CAFile = tlsbridge.TrustCAFile, caEnv
+		o.Trust, o.CAFile = client.TrustCAFile, caEnv
 	case len(o.Pins) > 0:
 		// A pin names the one key to accept; demanding a public CA as
 		// well would rule out the self-signed servers pins are for.
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 	default:
-		o.Trust = tlsbridge.TrustSystem
+		o.Trust = client.TrustSystem
 	}
 	if len(o.Pins) > 0 {
 		warn = ""
@@ -198,7 +199,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim connect: %v\n", err)
 		return code
 	}
-	tail, err := tlsbridge.ParseHelperTail(fs.Args())
+	tail, err := client.ParseHelperTail(fs.Args())
 	if err != nil {
 		return fail(exitUsage, err)
 	}
@@ -209,7 +210,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if warn != "" {
 		fmt.Fprintf(stderr, "rsync-ssl-shim connect: warning: %s: the server at %s is not verified; anyone on the path can read and change this transfer\n", warn, o.Host)
 	}
-	d, err := tlsbridge.NewDialer(o)
+	d, err := client.NewDialer(o)
 	if err != nil {
 		return fail(exitUsage, err)
 	}
@@ -218,7 +219,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return fail(exitFailure, err)
 	}
 	defer c.Close()
-	if err := tlsbridge.Pump(c, stdin, stdout, o.ConnectTimeout); err != nil {
+	if err := client.Pump(c, stdin, stdout, o.ConnectTimeout); err != nil {
 		return fail(exitFailure, err)
 	}
 	return exitOK

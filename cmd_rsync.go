@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
 const rsyncUsage = `Usage: rsync-ssl-shim rsync [RSYNC ARGS...]
@@ -49,8 +49,8 @@ func rsyncCommand(self string, args, env []string) (argv, newEnv []string, err e
 			// apply to them, so they are checked as targets too.
 		case a == "-e" || strings.HasPrefix(a, "--rsh") || (strings.HasPrefix(a, "-e") && !strings.HasPrefix(a, "--")):
 			return nil, nil, fmt.Errorf("argument %d (%q): --rsh/-e cannot be combined with this command, which sets --rsh itself", i+1, a)
-		case tlsbridge.IsRsyncsURL(a):
-			u, err := tlsbridge.ParseRsyncsURL(a)
+		case client.IsRsyncsURL(a):
+			u, err := client.ParseRsyncsURL(a)
 			if err != nil {
 				return nil, nil, err
 			}

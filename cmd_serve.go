@@ -14,6 +14,7 @@ import (
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 const serveAbout = `
@@ -204,7 +205,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := tlsbridge.ProbeRsync(rsyncPath)
+	info, err := rsyncd.Probe(rsyncPath)
 	if err != nil {
 		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
 	}
@@ -229,18 +230,18 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	default:
 		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", pairName)}
 	}
-	var proxy tlsbridge.ProxyMode
+	var proxy rsyncd.ProxyMode
 	switch proxyName {
 	case "auto":
 		if proxy, err = info.AutoProxyMode(); err != nil {
 			return nil, err
 		}
 	case "hosts":
-		proxy = tlsbridge.ProxyHosts
+		proxy = rsyncd.ProxyHosts
 	case "plain":
-		proxy = tlsbridge.ProxyPlain
+		proxy = rsyncd.ProxyPlain
 	case "off":
-		proxy = tlsbridge.ProxyOff
+		proxy = rsyncd.ProxyOff
 	default:
 		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", proxyName)}
 	}
@@ -249,7 +250,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			TLS:              tlsbridge.ServerTLSConfig(store, minV, client),
 			Client:           client,
 			HandshakeTimeout: handshake,
-			Rsync:            tlsbridge.RsyncCommand{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
+			Rsync:            rsyncd.Command{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
 			Pair:             pair,
 			Linger:           linger,
 			Env:              os.Environ(),
@@ -264,7 +265,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 type servePlan struct {
 	tlsbridge.Server
 	store *tlsbridge.CertStore
-	info  *tlsbridge.RsyncInfo
+	info  *rsyncd.Info
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 // Server bridges TLS connections to a fresh rsync each.
@@ -21,7 +23,7 @@ type Server struct {
 	// (ServerTLSConfig), nil for none.
 	Client           *ClientPolicy
 	HandshakeTimeout time.Duration
-	Rsync            RsyncCommand
+	Rsync            rsyncd.Command
 	Pair             PairKind
 	// Linger bounds how long the client may keep its side open after
 	// rsync is done.
@@ -117,7 +119,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		return fail("tls handshake", "client sent nothing within %v", s.HandshakeTimeout)
 	case KindPlainRsync:
 		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		raw.Write(plainRsyncAnswer(pc.buf))
+		raw.Write(rsyncd.PlainClientAnswer(pc.buf))
 		lingerClose(raw)
 		return fail("tls handshake", "plain rsync client (%q) on the TLS port; answered with @ERROR", firstLine(pc.buf))
 	case KindHTTP:
@@ -188,7 +190,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	// The PROXY header goes into the pair before rsync runs; the kernel
 	// buffers it, and rsync reads it first thing.
 	pair.Ours.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if s.Rsync.Proxy != ProxyOff {
+	if s.Rsync.Proxy != rsyncd.ProxyOff {
 		if _, err := pair.Ours.Write(ProxyV2Header(remote, local)); err != nil {
 			pair.Theirs.Close()
 			return fail("start rsync", "writing the PROXY header: %v", err)
@@ -235,8 +237,8 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 			werr = <-waited
 		}
 	}
-	res.RsyncExit = ExitStatus(werr)
-	res.Module = ModuleRequested(bs.Head)
+	res.RsyncExit = rsyncd.ExitStatus(werr)
+	res.Module = rsyncd.ModuleRequested(bs.Head)
 	switch {
 	case bs.Err != nil:
 		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
@@ -259,24 +261,6 @@ func lingerClose(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-}
-
-// ModuleRequested reads the module a client asked for from the start of
-// its stream: the greeting line, then the module name, or "#list" (an empty
-// line from old clients) for a listing.
-func ModuleRequested(head []byte) string {
-	lines := strings.SplitN(string(head), "\n", 3)
-	if len(lines) < 3 || !strings.HasPrefix(lines[0], "@RSYNCD: ") {
-		return ""
-	}
-	m := strings.TrimRight(lines[1], "\r")
-	if m == "" {
-		return "#list"
-	}
-	if !SafeEnvValue(m) && m != "#list" {
-		return "(unprintable)"
-	}
-	return m
 }
 
 // Listing reports whether the client only asked for the module list. rsync

@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Client dialer: resolve, TCP, TLS, each step its own hop so that "connect"
 // can say which one broke and "check" can time them.
@@ -70,13 +70,13 @@ func FailKindOf(err error) FailKind {
 
 // Dialer opens TLS connections to one server with one policy.
 type Dialer struct {
-	Opts   ClientOptions
+	Opts   Options
 	Config *tls.Config
 }
 
 // NewDialer builds the TLS configuration for o.
-func NewDialer(o ClientOptions) (*Dialer, error) {
-	cfg, err := ClientConfig(o)
+func NewDialer(o Options) (*Dialer, error) {
+	cfg, err := TLSConfig(o)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Client diagnostics: walk every hop to a server, time it, and stop at the
 // first one that breaks.
@@ -14,6 +14,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
 )
 
 // ClientGreeting is what we announce to the daemon: protocol 32 with the
@@ -251,10 +253,10 @@ func Check(ctx context.Context, d *Dialer, module string) Report {
 func (t *TLSReport) fill(leaf *x509.Certificate) {
 	t.Subject = leaf.Subject.String()
 	t.Issuer = leaf.Issuer.String()
-	t.Names = CertNames(leaf)
+	t.Names = certid.Names(leaf)
 	t.NotAfter = leaf.NotAfter.UTC()
 	t.DaysLeft = int(math.Floor(time.Until(leaf.NotAfter).Hours() / 24))
-	t.Pin = PinOf(leaf).String()
+	t.Pin = certid.PinOf(leaf).String()
 }
 
 func (t *TLSReport) summary() string {
