@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -79,7 +81,16 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
+	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
+		"waits up to --max-conns-wait for a slot, then is told rsync's \"@ERROR: max\n"+
+		"connections (N) reached -- try again later\" after its handshake (0: no cap)")
+	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 0, "with a listening socket: at most `N` of them from one client address (behind\n"+
+		"--trusted-proxy, the address in the PROXY header), answered the same way (0: no cap)")
+	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a connection over --max-conns or --max-conns-per-source\n"+
+		"waits for a slot before it is told to try again later")
+	fs.DurationVar(&o.moduleTimeout, "module-timeout", 30*time.Second, "end a client that has not named a module (or asked for the list) within\n"+
+		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
+		"\"timeout\" still applies)")
 	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
 	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), exit at the first\n"+
 		"moment no connection is in flight, so that systemd starts serve afresh (with\n"+
@@ -157,7 +168,8 @@ type serveOptions struct {
 	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	handshake, exitIdle, linger, stall                time.Duration
-	maxConns                                          int
+	maxConns, maxPerSource                            int
+	maxWait, moduleTimeout                            time.Duration
 	client                                            tlsbridge.ClientAuthConfig
 	allowCN, allowDNS, allowURI, allowEmail           listFlag
 	allowSPKI, crls                                   listFlag
@@ -184,8 +196,8 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if handshake <= 0 {
 		return nil, usageError{"--handshake-timeout must be positive"}
 	}
-	if maxConns < 0 {
-		return nil, usageError{"--max-conns must be 0 (no cap) or more"}
+	if maxConns < 0 || o.maxPerSource < 0 {
+		return nil, usageError{"--max-conns and --max-conns-per-source must be 0 (no cap) or more"}
 	}
 	if err := tlsbridge.CheckClientAuth(clientCfg); err != nil {
 		return nil, usageError{err.Error()}
@@ -253,6 +265,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Rsync:            rsyncd.Command{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
 			Pair:             pair,
 			Linger:           linger,
+			ModuleTimeout:    max(o.moduleTimeout, 0),
 			Env:              os.Environ(),
 			Logf:             log.Logf,
 		},
@@ -269,6 +282,9 @@ type servePlan struct {
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy
+	// limits counts connections in the accept loop; nil for one
+	// connection per process, where the socket unit or inetd limits.
+	limits *activation.Limiter
 }
 
 func trustedProxyPolicy(values []string) (*activation.ProxyPolicy, error) {
@@ -299,6 +315,21 @@ func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int
 		}
 		return exitFailure
 	}
+	if srv.limits != nil {
+		addr := activation.ConnAddr(pc)
+		release, err := srv.limits.Acquire(ctx, addr)
+		if err != nil {
+			why := err
+			var le *activation.LimitError
+			if errors.As(err, &le) && le.PerSource {
+				why = fmt.Errorf("%w (from %s)", err, addr)
+			}
+			res := srv.RefuseConn(ctx, pc, err.Error(), why)
+			logResult(log, res)
+			return exitFailure
+		}
+		defer release()
+	}
 	res := srv.ServeConn(ctx, pc)
 	logResult(log, res)
 	return connExit(res)
@@ -318,11 +349,38 @@ func (p *servePlan) reload() (warns []string, err error) {
 }
 
 func logResult(log *logger, res tlsbridge.Result) {
+	f := resultFields(res)
 	if res.RsyncExit < 0 {
-		log.Logf("%v", res.Err)
+		log.Event(true, f, "%v", res.Err)
 		return
 	}
-	log.Logf("%s", res)
+	log.Event(res.Err != nil, f, "%s", res)
+}
+
+// resultFields are the journal fields of one connection's summary.
+func resultFields(res tlsbridge.Result) map[string]string {
+	f := map[string]string{
+		"RSYNC_SSL_EXIT":        strconv.Itoa(res.RsyncExit),
+		"RSYNC_SSL_BYTES_IN":    strconv.FormatInt(res.In, 10),
+		"RSYNC_SSL_BYTES_OUT":   strconv.FormatInt(res.Out, 10),
+		"RSYNC_SSL_DURATION_MS": strconv.FormatInt(res.Duration.Milliseconds(), 10),
+	}
+	if ap, err := netip.ParseAddrPort(res.Peer); err == nil {
+		f["RSYNC_SSL_CLIENT"] = ap.Addr().Unmap().String()
+		f["RSYNC_SSL_CLIENT_PORT"] = strconv.Itoa(int(ap.Port()))
+	} else {
+		f["RSYNC_SSL_CLIENT"] = res.Peer
+	}
+	for k, v := range map[string]string{"RSYNC_SSL_MODULE": res.Module, "RSYNC_SSL_IDENTITY": res.Identity,
+		"RSYNC_SSL_SNI": res.SNI, "RSYNC_SSL_TLS": res.Version, "RSYNC_SSL_DATAPATH": res.Pair} {
+		if v != "" {
+			f[k] = v
+		}
+	}
+	if res.Err != nil {
+		f["RSYNC_SSL_ERROR"] = res.Err.Error()
+	}
+	return f
 }
 
 // connExit maps one connection's outcome to the process exit status.
@@ -388,7 +446,12 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	}()
 
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
+	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
+	// The loop accepts up to twice --max-conns: the second half are
+	// connections waiting for a slot or being told to try again later.
+	// Past that the kernel's backlog holds them (4096 under systemd):
+	// they wait, and none is accepted only to be dropped.
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
 			srv.serveOne(ctx, c, log)
 		})

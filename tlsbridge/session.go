@@ -36,6 +36,10 @@ type Server struct {
 	Env []string
 	// RsyncStderr receives rsync's stderr; nil discards it.
 	RsyncStderr io.Writer
+	// ModuleTimeout bounds the time from the end of the handshake to the
+	// client's module line; a client still silent then is ended and its
+	// rsync stopped. 0: no bound (rsync's own "timeout" still applies).
+	ModuleTimeout time.Duration
 	// Logf writes one event line; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
 }
@@ -88,7 +92,20 @@ func (r Result) String() string {
 // copy. Nobody who fails the handshake ever reaches rsync. When ctx is
 // cancelled (the service is stopping) rsync gets SIGTERM, so it can remove
 // its temporary files, and the session winds down.
-func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
+func (s *Server) ServeConn(ctx context.Context, raw net.Conn) Result {
+	return s.serve(ctx, raw, "", nil)
+}
+
+// RefuseConn turns a connection away in rsync's own words, the way rsyncd
+// answers past its "max connections": the TLS handshake (the client could
+// read nothing before it), then a server greeting in the client's protocol
+// and "@ERROR: answer", then close_notify. rsync is never started. why is
+// what the log line says.
+func (s *Server) RefuseConn(ctx context.Context, raw net.Conn, answer string, why error) Result {
+	return s.serve(ctx, raw, answer, why)
+}
+
+func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why error) (res Result) {
 	start := time.Now()
 	// A connection whose PROXY header was read first (activation's
 	// ProxiedConn) started earlier: the handshake deadline counts from
@@ -174,6 +191,11 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		}
 	}
 	res.Identity = ClientIdentity(client)
+	if why != nil {
+		answerRefusal(tc, raw, refuse)
+		res.Err = &RefusedError{Peer: res.Peer, Why: why}
+		return res
+	}
 
 	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
 	env, dropped := RsyncEnv(s.Env, ConnInfo{Remote: remote, Local: local, State: st, Client: client})
@@ -218,7 +240,14 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	}()
 
 	KeepAlive(raw, s.Stall)
-	bs := Bridge(tc, raw, pair.Ours.(halfCloser), s.Linger, s.Stall)
+	var clientSide halfCloser = tc
+	var mw *moduleWatch
+	if s.ModuleTimeout > 0 {
+		mw = watchModule(tc, raw, s.ModuleTimeout)
+		clientSide = mw
+	}
+	bs := Bridge(clientSide, raw, pair.Ours.(halfCloser), s.Linger, s.Stall)
+	mw.stop()
 	close(stopped)
 	res.In, res.Out = bs.In, bs.Out
 
@@ -240,6 +269,8 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	res.RsyncExit = rsyncd.ExitStatus(werr)
 	res.Module = rsyncd.ModuleRequested(bs.Head)
 	switch {
+	case mw.expired():
+		res.Err = &ModuleTimeoutError{Peer: res.Peer, Identity: res.Identity, After: s.ModuleTimeout}
 	case bs.Err != nil:
 		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	case res.Out == 0 && res.RsyncExit != 0:

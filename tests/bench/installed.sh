@@ -57,10 +57,15 @@ listing() {
 	if [ "$rc" = 0 ]; then echo $((e - s)); else echo fail; fi
 }
 
-# cgcpu SETUP: CPU microseconds used so far by the setup's slice, and by
-# the container's PID 1 (systemd's own work: instances, sandboxes).
+# cgcpu SETUP: CPU microseconds used so far by the setup's slice (systemd's
+# accounting, which works on either cgroup hierarchy), and by the
+# container's PID 1 (systemd's own work: instances, sandboxes).
 cgcpu() {
-	ctr sh -c "sed -n 's/^usage_usec //p' /sys/fs/cgroup/bench.slice/bench-$1.slice/cpu.stat /sys/fs/cgroup/init.scope/cpu.stat" | tr '\n' ' '
+	local sl pid1
+	sl=$(ctr systemctl show -P CPUUsageNSec "bench-$1.slice")
+	case $sl in '' | *[!0-9]*) sl=-1000 ;; esac
+	pid1=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$leader/stat")
+	echo "$((sl / 1000)) $pid1"
 }
 
 measure() {
@@ -72,29 +77,29 @@ measure() {
 	rotate() { local k=$1; shift; local a=("$@"); echo "${a[@]:k%${#a[@]}}" "${a[@]:0:k%${#a[@]}}"; }
 
 	say "warm-up"
-	for s in "${setups[@]}"; do for _ in 1 2 3; do listing "$s" 127.0.0.1 >/dev/null; done; done
+	for s in "${setups[@]}"; do for _ in 1 2 3; do listing "$s" localhost >/dev/null; done; done
 
 	say "listings: $rounds interleaved rounds"
 	for r in $(seq "$rounds"); do
 		echo "calib $r $(bench_cpu_calib)" >>"$raw"
 		for s in $(rotate "$r" "${setups[@]}"); do
-			echo "list $s $(listing "$s" 127.0.0.1)" >>"$raw"
+			echo "list $s $(listing "$s" localhost)" >>"$raw"
 		done
 	done
 
 	say "cold starts of rsync-ssl.service: $cold_n"
 	for r in $(seq "$cold_n"); do
-		ctr systemctl stop rsync-ssl.service
-		echo "cold default $(listing default 127.0.0.1)" >>"$raw"
-		echo "warm default $(listing default 127.0.0.1)" >>"$raw"
+		ctr systemctl stop rsync-ssl.service 2>/dev/null
+		echo "cold default $(listing default localhost)" >>"$raw"
+		echo "warm default $(listing default localhost)" >>"$raw"
 	done
 
 	say "server CPU per listing: $cpu_n sequential listings each"
 	for s in "${setups[@]}"; do
-		listing "$s" 127.0.0.1 >/dev/null
+		listing "$s" localhost >/dev/null
 		local b a
 		b=$(cgcpu "$s")
-		for _ in $(seq "$cpu_n"); do listing "$s" 127.0.0.1 >/dev/null; done
+		for _ in $(seq "$cpu_n"); do listing "$s" localhost >/dev/null; done
 		a=$(cgcpu "$s")
 		echo "cpu $s $cpu_n $b $a" >>"$raw"
 	done
@@ -109,14 +114,15 @@ measure() {
 				mkdir -p "$cd"
 				t0=$(us)
 				for j in $(seq "$n"); do
-					addr=127.0.0.1
-					[ "$mode" = eight ] && addr=127.0.0.$((2 + j % 8))
+					addr=localhost
+					[ "$mode" = eight ] && addr=src$((2 + j % 8)).test
 					(
+						rc=0
 						case $s in
 						plain) timeout 120 rsync "rsync://$addr:873/" ;;
 						*) RSYNC_SSL_TYPE=openssl timeout 120 rsync-ssl "rsync://$addr:${port[$s]}/" ;;
-						esac >/dev/null 2>"$cd/$j.err"
-						echo $? >"$cd/$j.rc"
+						esac >/dev/null 2>"$cd/$j.err" || rc=$?
+						echo "$rc" >"$cd/$j.rc"
 					) &
 				done
 				wait
@@ -128,7 +134,11 @@ measure() {
 					fi
 				done
 				echo "conc $s $n $mode $((t1 - t0)) $fails $told" >>"$raw"
-				[ "$fails" -gt "$told" ] && { head -n 3 "$cd"/*.err | sed "s/^/  $s $n $mode: /" | head -n 12 >&2; }
+				if [ "$fails" -gt "$told" ]; then
+					cat "$cd"/*.err | grep -v -e '^verify' -e '^depth' -e '^$' | sort | uniq -c | sort -rn |
+						sed "s/^/  $s $n $mode: /" >"$cd.summary" || true
+					head -n 5 "$cd.summary" >&2
+				fi
 				sleep 1
 			done
 		done
@@ -144,8 +154,8 @@ measure() {
 		b=$(cgcpu "$s")
 		t0=$(us)
 		case $s in
-		plain) rsync -a "rsync://127.0.0.1:873/big/" /dev/shm/"$name"-pull/ 2>>"$dir/client.err" || rc=$? ;;
-		*) RSYNC_SSL_TYPE=openssl rsync-ssl -a "rsync://127.0.0.1:${port[$s]}/big/" /dev/shm/"$name"-pull/ 2>>"$dir/client.err" || rc=$? ;;
+		plain) rsync -a "rsync://localhost:873/big/" /dev/shm/"$name"-pull/ 2>>"$dir/client.err" || rc=$? ;;
+		*) RSYNC_SSL_TYPE=openssl rsync-ssl -a "rsync://localhost:${port[$s]}/big/" /dev/shm/"$name"-pull/ 2>>"$dir/client.err" || rc=$? ;;
 		esac
 		t1=$(us)
 		a=$(cgcpu "$s")
@@ -158,10 +168,10 @@ measure() {
 	say "sandbox directives: $nsbx variants of the isolated unit, $sbx_rounds interleaved rounds"
 	local vs=(isolated sbxall)
 	for i in $(seq 0 $((nsbx - 1))); do vs+=("sbx$i"); done
-	for v in "${vs[@]}"; do listing "$v" 127.0.0.1 >/dev/null; done
+	for v in "${vs[@]}"; do listing "$v" localhost >/dev/null; done
 	for r in $(seq "$sbx_rounds"); do
 		for v in $(rotate "$r" "${vs[@]}"); do
-			echo "sbx $v $(listing "$v" 127.0.0.1)" >>"$raw"
+			echo "sbx $v $(listing "$v" localhost)" >>"$raw"
 		done
 	done
 }
@@ -169,6 +179,7 @@ measure() {
 if [ "${1:-}" = --measure ]; then
 	# Re-run inside the namespace: the state comes in the environment.
 	. "$dir/state"
+	export RSYNC_SSL_CA_CERT="$dir/cert.pem"
 	measure
 	exit 0
 fi
@@ -228,10 +239,19 @@ sha256sum "$root/srv/big/big.bin" >"$dir/big.sha256"
 chmod -R a+rX "$root/srv"
 cp "$deb" "$root/root/"
 
-# One certificate for every TLS setup; stock rsync-ssl checks the chain, not
-# the name, so 127.0.0.2-9 need nothing more.
+# One certificate for every TLS setup. The eight client addresses are
+# names, as stock rsync-ssl checks the name: "ip netns exec" puts
+# /etc/netns/NAME/hosts in place of /etc/hosts for the measuring half, and
+# a client connecting to 127.0.0.N on the loopback comes from 127.0.0.N.
+sans=DNS:localhost
+mkdir -p "/etc/netns/$name"
+echo "127.0.0.1 localhost" >"/etc/netns/$name/hosts"
+for i in 2 3 4 5 6 7 8 9; do
+	sans+=",DNS:src$i.test"
+	echo "127.0.0.$i src$i.test" >>"/etc/netns/$name/hosts"
+done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=localhost" \
-	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+	-addext "subjectAltName=$sans" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
 
 ip netns add "$name"
 ip -n "$name" link set lo up
@@ -284,7 +304,11 @@ EOF
 
 # Every setup in a slice of its own, for its CPU.
 sysd="$root/etc/systemd/system"
-slice() { mkdir -p "$sysd/$1.d"; printf '[Service]\nSlice=bench-%s.slice\n' "$2" >"$sysd/$1.d/bench-slice.conf"; }
+slice() {
+	mkdir -p "$sysd/$1.d"
+	printf '[Service]\nSlice=bench-%s.slice\n' "$2" >"$sysd/$1.d/bench-slice.conf"
+	printf '[Slice]\nCPUAccounting=yes\n' >"$sysd/bench-$2.slice"
+}
 slice rsync.service plain
 slice stunnel@seed.service stunnel
 slice rsync-ssl.service default
@@ -298,6 +322,7 @@ isolatedcopy() {
 	cp "$root/lib/systemd/system/rsync-ssl-isolated@.service" "$sysd/$1@.service"
 	mkdir -p "$sysd/$1@.service.d"
 	printf '[Service]\nSlice=bench-%s.slice\n' "$3" >"$sysd/$1@.service.d/bench-slice.conf"
+	printf '[Slice]\nCPUAccounting=yes\n' >"$sysd/bench-$3.slice"
 }
 isolatedcopy bench-isolated 876 isolated
 
@@ -360,7 +385,7 @@ sec_isolated=$(ctr systemd-analyze security --no-pager rsync-ssl-isolated@probe.
 
 {
 	declare -p leader dir name nsbx rounds cold_n cpu_n concs sbx_rounds big_mib
-	declare -f ctr us listing cgcpu bench_cpu_calib
+	
 } >"$dir/state"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ip netns exec "$name" env dir="$dir" "$0" --measure
