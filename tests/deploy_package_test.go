@@ -21,7 +21,8 @@ const bookwormCache = "/var/cache/rsync-ssl-shim-tests"
 // bookwormPackages are added to the minimal root: systemd to boot it, rsync
 // because the package depends on it (the container has no network, so apt
 // must find every dependency already installed).
-var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates"}
+// stunnel4 is for make bench-installed, which boots the same root.
+var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
 
 // TestDeployPackage builds the .deb, lints it, and installs it into a
 // freshly booted Debian 12 under systemd-nspawn.
@@ -352,13 +353,16 @@ func testBookworm(t *testing.T, deb string) {
 		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
 
 	t.Run("verify-installed", func(t *testing.T) {
-		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl@.service")
+		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
+			"rsync-ssl-isolated.socket", "rsync-ssl-isolated@.service")
 		if strings.TrimSpace(out) != "" {
 			t.Fatalf("systemd-analyze verify inside the container is not clean:\n%s", out)
 		}
-		sec, _ := c.exec(t, time.Minute, "systemd-analyze", "security", "--no-pager", "rsync-ssl@probe.service")
-		if m := exposureRE.FindStringSubmatch(sec); m != nil {
-			t.Logf("installed rsync-ssl@.service, online analysis: exposure %s", m[1])
+		for _, svc := range []string{"rsync-ssl.service", "rsync-ssl-isolated@probe.service"} {
+			sec, _ := c.exec(t, time.Minute, "systemd-analyze", "security", "--no-pager", svc)
+			if m := exposureRE.FindStringSubmatch(sec); m != nil {
+				t.Logf("installed %s, online analysis: exposure %s", svc, m[1])
+			}
 		}
 	})
 
@@ -373,15 +377,19 @@ func testBookworm(t *testing.T, deb string) {
 		sameTree(t, data, dest)
 	})
 
+	// A drop-in reaches rsync-ssl.service at its next start: stopped
+	// here, the next connection starts it with the drop-in.
 	dropin := func(t *testing.T, name, text string) {
 		t.Helper()
-		p := filepath.Join(c.root, "etc/systemd/system/rsync-ssl@.service.d", name)
+		p := filepath.Join(c.root, "etc/systemd/system/rsync-ssl.service.d", name)
 		writeFileT(t, p, text, 0o644)
 		c.must(t, "systemctl", "daemon-reload")
+		c.must(t, "systemctl", "stop", "rsync-ssl.service")
 		t.Cleanup(func() {
 			os.Remove(p)
 			os.Remove(filepath.Dir(p))
 			c.exec(t, time.Minute, "systemctl", "daemon-reload")
+			c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
 		})
 	}
 	example := func(t *testing.T, name string) string {
@@ -443,6 +451,8 @@ func testBookworm(t *testing.T, deb string) {
 		}
 		sameTree(t, data, dest)
 	})
+
+	testInstalledDefault(t, c, pki, env, data, deb)
 
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))

@@ -132,7 +132,9 @@ if base:
         v = [ms(x) for x in sbx.get("sbx%d" % i, [])]
         if v:
             rows.append((b50 - pct(v, 50), u.replace("|", ", "), pct(v, 50), sbxfail.get("sbx%d" % i, 0)))
-    for saving, u, p50, fl in sorted(rows, reverse=True):
+    singles = [r for r in rows if r[1].count(",") < 4]
+    groups = [r for r in rows if r[1].count(",") >= 4]
+    for saving, u, p50, fl in sorted(singles, reverse=True) + groups:
         w("| `%s` | %.1f%s | %.1f |" % (u, p50, " (%d failed)" % fl if fl else "", saving))
     va = [ms(x) for x in sbx.get("sbxall", [])]
     if va:
