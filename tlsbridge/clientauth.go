@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // ClientAuthMode is what the server asks of a client's certificate.
@@ -611,7 +612,7 @@ func ExplainClientCert(err error) (msg string, ok bool) {
 	if errors.As(err, &ce) {
 		return ce.Error(), true
 	}
-	if strings.Contains(err.Error(), "client didn't provide a certificate") {
+	if tlserr.NoClientCertificate(err) {
 		return noCertReason, true
 	}
 	return "", false

@@ -10,12 +10,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // ClientGreeting is what we announce to the daemon: protocol 32 with the
@@ -66,188 +68,261 @@ type DaemonAnswer struct {
 	Lines    []string `json:"lines,omitempty"`  // motd and @ERROR text
 }
 
+// CheckOptions says how far Check goes with a module.
+type CheckOptions struct {
+	// Module is the module to look for; "" lists them all.
+	Module string
+	// Open asks the daemon for Module itself instead of looking for it
+	// in the listing: it tells open from needs-auth from denied, and
+	// makes the daemon log a session (see checker.openModule).
+	Open bool
+}
+
 // Check walks resolve, TCP, TLS, the rsync greeting and the module list
-// (or the answer for module) with d's policy.
-func Check(ctx context.Context, d *Dialer, module string) Report {
-	r := Report{Target: d.Target(), Module: module}
-	timeout := d.Opts.ConnectTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
+// (or the answer for a module) with d's policy, and stops at the first hop
+// that breaks. Every hop is bounded by d's ConnectTimeout (30s if unset).
+func Check(ctx context.Context, d *Dialer, o CheckOptions) Report {
+	ck := &checker{d: d, o: o, r: Report{Target: d.Target(), Module: o.Module}, timeout: d.Opts.ConnectTimeout}
+	if ck.timeout <= 0 {
+		ck.timeout = 30 * time.Second
 	}
-	step := func(name string, f func(ctx context.Context, h *HopReport) error) bool {
-		h := HopReport{Hop: name}
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		start := time.Now()
-		err := f(sctx, &h)
-		cancel()
-		h.Millis = math.Round(float64(time.Since(start).Microseconds())/10) / 100
-		h.OK = err == nil
-		if err != nil {
-			h.Error, h.Kind = err.Error(), FailKindOf(err)
-			var he *HopError
-			if errors.As(err, &he) {
-				h.Hint = he.Hint
-				he.Hint = ""
-				h.Error = he.Error()
-			}
-		}
-		r.Hops = append(r.Hops, h)
-		return h.OK
+	defer ck.close()
+	_ = ck.step(ctx, "resolve", ck.resolve) &&
+		ck.step(ctx, "tcp", ck.dialTCP) &&
+		ck.step(ctx, "tls", ck.handshake) &&
+		ck.step(ctx, "rsync", ck.greeting) &&
+		ck.step(ctx, "module", ck.module)
+	ck.r.OK = len(ck.r.Hops) == 5
+	for _, h := range ck.r.Hops {
+		ck.r.OK = ck.r.OK && h.OK
 	}
+	return ck.r
+}
 
-	var ips []net.IP
-	if !step("resolve", func(ctx context.Context, h *HopReport) error {
-		var err error
-		ips, err = d.Resolve(ctx)
-		for _, ip := range ips {
-			h.Addrs = append(h.Addrs, ip.String())
-		}
-		h.Detail = d.Opts.Host + " -> " + strings.Join(h.Addrs, ", ")
-		return err
-	}) {
-		return r
+// checker carries what one hop hands the next.
+type checker struct {
+	d       *Dialer
+	o       CheckOptions
+	r       Report
+	timeout time.Duration
+
+	ips  []net.IP
+	ip   net.IP
+	raw  net.Conn
+	c    *Conn
+	br   *bufio.Reader
+	info DaemonAnswer
+}
+
+func (ck *checker) close() {
+	if ck.c != nil {
+		ck.c.Close() // close_notify first, so the server ends at once
 	}
-	var raw net.Conn
-	var ip net.IP
-	if !step("tcp", func(ctx context.Context, h *HopReport) error {
-		var err error
-		raw, ip, err = d.DialTCP(ctx, ips)
-		if err == nil {
-			h.Detail = "connected to " + net.JoinHostPort(ip.String(), d.Opts.Port)
-		}
-		return err
-	}) {
-		return r
+	if ck.raw != nil {
+		ck.raw.Close()
 	}
-	defer raw.Close()
-	var c *Conn
-	if !step("tls", func(ctx context.Context, h *HopReport) error {
-		var err error
-		c, err = d.Handshake(ctx, raw, ip)
-		h.TLS = &TLSReport{Verified: "verified: " + d.Opts.Describe()}
-		if d.Opts.Unverified() {
-			h.TLS.Verified = "NOT verified (no CA and no pin)"
+}
+
+// step runs one hop under its own timeout and records it; false stops
+// the walk.
+func (ck *checker) step(ctx context.Context, name string, f func(context.Context, *HopReport) error) bool {
+	h := HopReport{Hop: name}
+	sctx, cancel := context.WithTimeout(ctx, ck.timeout)
+	start := time.Now()
+	err := f(sctx, &h)
+	cancel()
+	h.Millis = math.Round(float64(time.Since(start).Microseconds())/10) / 100
+	h.OK = err == nil
+	if err != nil {
+		h.Error, h.Kind = err.Error(), FailKindOf(err)
+		var he *HopError
+		if errors.As(err, &he) {
+			h.Hint = he.Hint
+			he.Hint = ""
+			h.Error = he.Error()
 		}
-		var ce *CertError
+	}
+	ck.r.Hops = append(ck.r.Hops, h)
+	return h.OK
+}
+
+func (ck *checker) resolve(ctx context.Context, h *HopReport) error {
+	var err error
+	ck.ips, err = ck.d.Resolve(ctx)
+	for _, ip := range ck.ips {
+		h.Addrs = append(h.Addrs, ip.String())
+	}
+	h.Detail = ck.d.Opts.Host + " -> " + strings.Join(h.Addrs, ", ")
+	return err
+}
+
+func (ck *checker) dialTCP(ctx context.Context, h *HopReport) error {
+	var err error
+	ck.raw, ck.ip, err = ck.d.DialTCP(ctx, ck.ips)
+	if err == nil {
+		h.Detail = "connected to " + net.JoinHostPort(ck.ip.String(), ck.d.Opts.Port)
+	}
+	return err
+}
+
+func (ck *checker) handshake(ctx context.Context, h *HopReport) error {
+	c, err := ck.d.Handshake(ctx, ck.raw, ck.ip)
+	h.TLS = &TLSReport{Verified: "verified: " + ck.d.Opts.Describe()}
+	if ck.d.Opts.Unverified() {
+		h.TLS.Verified = "NOT verified (no CA and no pin)"
+	}
+	var ce *CertError
+	switch {
+	case err == nil:
+		ck.c, ck.br = c, bufio.NewReader(c)
+		cs := c.ConnectionState()
+		h.TLS.Version = tls.VersionName(cs.Version)
+		h.TLS.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+		h.TLS.fill(cs.PeerCertificates[0])
+	case errors.As(err, &ce) && ce.Leaf != nil:
+		h.TLS.fill(ce.Leaf)
+		h.TLS.Verified = "REFUSED"
+	default:
+		h.TLS = nil
+	}
+	if h.TLS != nil {
+		h.Detail = h.TLS.summary()
+	}
+	return err
+}
+
+func (ck *checker) greeting(ctx context.Context, h *HopReport) error {
+	h.Rsync = &ck.info
+	c := ck.c
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	if _, err := c.Write([]byte(ClientGreeting)); err != nil {
+		return &HopError{Hop: "rsync greeting to", Peer: c.Peer, Kind: FailOther, Err: err}
+	}
+	line, err := ck.br.ReadString('\n')
+	line = strings.TrimRight(line, "\r\n")
+	if !strings.HasPrefix(line, RsyncGreeting) {
+		he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
+			Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
 		switch {
-		case err == nil:
-			cs := c.ConnectionState()
-			h.TLS.Version = tls.VersionName(cs.Version)
-			h.TLS.Cipher = tls.CipherSuiteName(cs.CipherSuite)
-			h.TLS.fill(cs.PeerCertificates[0])
-		case errors.As(err, &ce) && ce.Leaf != nil:
-			h.TLS.fill(ce.Leaf)
-			h.TLS.Verified = "REFUSED"
+		case line != "":
+			he.Err = fmt.Errorf("the TLS server is not an rsync daemon: it sent %q", clip(line))
+		case err != nil && errors.Is(err, context.DeadlineExceeded) || tlserr.IsTimeout(err):
+			he.Err = fmt.Errorf("no rsync greeting within %v", ck.timeout)
 		default:
-			h.TLS = nil
+			he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
 		}
-		if h.TLS != nil {
-			h.Detail = h.TLS.summary()
-		}
+		return he
+	}
+	ck.info.Greeting = line
+	if f := strings.Fields(strings.TrimPrefix(line, RsyncGreeting)); len(f) > 0 {
+		ck.info.Protocol = f[0]
+	}
+	h.Detail = fmt.Sprintf("protocol %s (%q)", ck.info.Protocol, clip(line))
+	return nil
+}
+
+// module lists the modules, or looks for one: in the listing by default,
+// since a listing is all the daemon logs no error about; by asking for it
+// with Open.
+func (ck *checker) module(ctx context.Context, h *HopReport) error {
+	h.Rsync = &ck.info
+	dl, _ := ctx.Deadline()
+	ck.c.SetDeadline(dl)
+	m := ck.o.Module
+	if m != "" && ck.o.Open {
+		return ck.openModule(h)
+	}
+	if err := ck.request("#list", "listing"); err != nil {
 		return err
-	}) {
-		return r
 	}
-	defer c.Close()
-
-	br := bufio.NewReader(c)
-	info := &DaemonAnswer{}
-	if !step("rsync", func(ctx context.Context, h *HopReport) error {
-		h.Rsync = info
-		dl, _ := ctx.Deadline()
-		c.SetDeadline(dl)
-		if _, err := c.Write([]byte(ClientGreeting)); err != nil {
-			return &HopError{Hop: "rsync greeting to", Peer: c.Peer, Kind: FailOther, Err: err}
-		}
-		line, err := br.ReadString('\n')
-		line = strings.TrimRight(line, "\r\n")
-		if !strings.HasPrefix(line, RsyncGreeting) {
-			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
-				Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
-			switch {
-			case line != "":
-				he.Err = fmt.Errorf("the TLS server is not an rsync daemon: it sent %q", clip(line))
-			case err != nil && errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
-				he.Err = fmt.Errorf("no rsync greeting within %v", timeout)
-			default:
-				he.Err = errors.New("the TLS server closed the connection without an rsync greeting")
-			}
-			return he
-		}
-		info.Greeting = line
-		if f := strings.Fields(strings.TrimPrefix(line, RsyncGreeting)); len(f) > 0 {
-			info.Protocol = f[0]
-		}
-		h.Detail = fmt.Sprintf("protocol %s (%q)", info.Protocol, clip(line))
+	if m == "" {
+		h.Detail = fmt.Sprintf("%d modules: %s", len(ck.info.Modules), strings.Join(ck.info.Modules, ", "))
 		return nil
-	}) {
-		return r
 	}
+	for _, name := range ck.info.Modules {
+		if name == m {
+			ck.info.Answer = "listed"
+			h.Detail = "module " + m + ": listed"
+			return nil
+		}
+	}
+	return &HopError{Hop: "module " + m + " at", Peer: ck.c.Peer, Kind: FailOther,
+		Err:  fmt.Errorf("not in the module listing (%d modules: %s)", len(ck.info.Modules), strings.Join(ck.info.Modules, ", ")),
+		Hint: "a module with \"list = no\" is hidden: pass --open to ask for it directly"}
+}
 
-	step("module", func(ctx context.Context, h *HopReport) error {
-		h.Rsync = info
-		dl, _ := ctx.Deadline()
-		c.SetDeadline(dl)
-		req := "#list"
-		if module != "" {
-			req = module
-		}
-		if _, err := c.Write([]byte(req + "\n")); err != nil {
-			return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: err}
-		}
-		for i := 0; i < 100000; i++ {
-			line, err := br.ReadString('\n')
-			line = strings.TrimRight(line, "\r\n")
-			switch {
-			case module == "" && line == "@RSYNCD: EXIT":
-				h.Detail = fmt.Sprintf("%d modules: %s", len(info.Modules), strings.Join(info.Modules, ", "))
-				return nil
-			case module != "" && line == "@RSYNCD: OK":
-				info.Answer = "open"
-				h.Detail = "module " + module + ": open"
-				return nil
-			case module != "" && strings.HasPrefix(line, "@RSYNCD: AUTHREQD"):
-				info.Answer = "needs auth"
-				h.Detail = "module " + module + ": needs auth (a user and password: RSYNC_PASSWORD or --password-file)"
-				return nil
-			case strings.HasPrefix(line, "@ERROR"):
-				info.Answer = "denied"
-				info.Lines = append(info.Lines, line)
-				what := "listing"
-				if module != "" {
-					what = "module " + module
-				}
-				hint := "the server's rsyncd.conf refuses it (hosts allow/deny, module name); its log says why"
-				if strings.Contains(line, "Unknown module") {
-					hint = "run check without MODULE to list the modules"
-				}
-				return &HopError{Hop: what + " at", Peer: c.Peer, Kind: FailOther,
-					Err: fmt.Errorf("denied: %s", clip(line)), Hint: hint}
-			case module == "" && line != "" && !strings.HasPrefix(line, "@"):
-				name, _, _ := strings.Cut(line, "\t")
-				name = strings.TrimSpace(name)
-				if name != "" && len(info.Modules) < 1000 {
-					info.Modules = append(info.Modules, name)
-				}
-			case line != "" && len(info.Lines) < 50:
-				info.Lines = append(info.Lines, line)
-			}
-			if err != nil {
-				e := errors.New("the daemon closed the connection before answering")
-				if isNetTimeout(err) {
-					e = fmt.Errorf("no answer within %v", timeout)
-				}
-				return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: e,
-					Hint: "the server's log says why"}
-			}
-		}
-		return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: errors.New("answer too long")}
-	})
-	r.OK = true
-	for _, h := range r.Hops {
-		r.OK = r.OK && h.OK
+// openModule asks for the module itself. On "@RSYNCD: OK" it sends the
+// arguments "--server --sender --version": the daemon then prints its
+// version into its log and exits 0 on its own, where closing the
+// connection instead would make it log "module is read only" and an rsync
+// error. A module that needs a password is left unanswered (the daemon
+// logs that).
+func (ck *checker) openModule(h *HopReport) error {
+	m := ck.o.Module
+	if err := ck.request(m, "module "+m); err != nil {
+		return err
 	}
-	return r
+	switch ck.info.Answer {
+	case "open":
+		ck.c.Write([]byte("--server\x00--sender\x00--version\x00\x00"))
+		ck.c.CloseWrite()
+		io.Copy(io.Discard, io.LimitReader(ck.br, 1<<20))
+		h.Detail = "module " + m + ": open"
+	case "needs auth":
+		h.Detail = "module " + m + ": needs auth (a user and password: RSYNC_PASSWORD or --password-file)"
+	}
+	return nil
+}
+
+// request sends a module line and reads the daemon's answer into ck.info:
+// the listing up to "@RSYNCD: EXIT", or the module's first verdict.
+func (ck *checker) request(req, what string) error {
+	c := ck.c
+	if _, err := c.Write([]byte(req + "\n")); err != nil {
+		return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: err}
+	}
+	list := req == "#list"
+	for i := 0; i < 100000; i++ {
+		line, err := ck.br.ReadString('\n')
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case list && line == "@RSYNCD: EXIT":
+			return nil
+		case !list && line == "@RSYNCD: OK":
+			ck.info.Answer = "open"
+			return nil
+		case !list && strings.HasPrefix(line, "@RSYNCD: AUTHREQD"):
+			ck.info.Answer = "needs auth"
+			return nil
+		case strings.HasPrefix(line, "@ERROR"):
+			ck.info.Answer = "denied"
+			ck.info.Lines = append(ck.info.Lines, line)
+			hint := "the server's rsyncd.conf refuses it (hosts allow/deny, module name); its log says why"
+			if strings.Contains(line, "Unknown module") {
+				hint = "run check without MODULE to list the modules"
+			}
+			return &HopError{Hop: what + " at", Peer: c.Peer, Kind: FailOther,
+				Err: fmt.Errorf("denied: %s", clip(line)), Hint: hint}
+		case list && line != "" && !strings.HasPrefix(line, "@"):
+			name, _, _ := strings.Cut(line, "\t")
+			name = strings.TrimSpace(name)
+			if name != "" && len(ck.info.Modules) < 1000 {
+				ck.info.Modules = append(ck.info.Modules, name)
+			}
+		case line != "" && len(ck.info.Lines) < 50:
+			ck.info.Lines = append(ck.info.Lines, line)
+		}
+		if err != nil {
+			e := errors.New("the daemon closed the connection before answering")
+			if tlserr.IsTimeout(err) {
+				e = fmt.Errorf("no answer within %v", ck.timeout)
+			}
+			return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: e,
+				Hint: "the server's log says why"}
+		}
+	}
+	return &HopError{Hop: "module request to", Peer: c.Peer, Kind: FailOther, Err: errors.New("answer too long")}
 }
 
 func (t *TLSReport) fill(leaf *x509.Certificate) {
@@ -279,9 +354,4 @@ func clip(s string) string {
 		return s[:120] + "..."
 	}
 	return s
-}
-
-func isNetTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
