@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"os"
@@ -20,10 +21,17 @@ func installedOpts(t *testing.T, c *container, extra string) {
 	orig := readFileT(t, p)
 	// EnvironmentFile= expands nothing: the whole value, repeated.
 	writeFileT(t, p, orig+"\nRSYNC_SSL_SHIM_OPTS=\"--rsyncd-conf /etc/rsync-ssl/rsyncd.conf "+extra+"\"\n", 0o644)
-	c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
+	restart := func() {
+		// A serve that cannot start (a bad flag) fails its service five
+		// times and puts the socket in "failed": start both afresh.
+		c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
+		c.exec(t, time.Minute, "systemctl", "reset-failed", "rsync-ssl.service", "rsync-ssl.socket")
+		c.exec(t, time.Minute, "systemctl", "start", "rsync-ssl.socket")
+	}
+	restart()
 	t.Cleanup(func() {
 		writeFileT(t, p, orig, 0o644)
-		c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
+		restart()
 	})
 }
 
@@ -46,10 +54,16 @@ func idleSession(t *testing.T, c *container, caFile string) func() string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// rsync's greeting back says the session is up and rsync runs for
+	// it; the rest is read until the server ends the session.
+	greeting := make(chan string, 1)
 	got := make(chan string, 1)
 	go func() {
-		b, _ := io.ReadAll(out)
-		got <- string(b)
+		r := bufio.NewReader(out)
+		first, _ := r.ReadString('\n')
+		greeting <- first
+		rest, _ := io.ReadAll(r)
+		got <- first + string(rest)
 	}()
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
@@ -59,16 +73,14 @@ func idleSession(t *testing.T, c *container, caFile string) func() string {
 		<-done
 	})
 	io.WriteString(in, "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n")
-	// The greeting back says the session is up: rsync is running for it.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, _ := c.exec(t, time.Minute, "systemctl", "show", "-P", "NTasks", "rsync-ssl.service")
-		if n := strings.TrimSpace(st); n != "" && n != "0" && n != "[not set]" {
-			break
+	select {
+	case g := <-greeting:
+		if !strings.HasPrefix(g, "@RSYNCD:") {
+			t.Fatalf("idle session: no rsync greeting, got %q", g)
 		}
-		time.Sleep(50 * time.Millisecond)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("idle session: no rsync greeting within 30s")
 	}
-	time.Sleep(300 * time.Millisecond)
 	return func() string {
 		select {
 		case s := <-got:
