@@ -48,12 +48,14 @@ for line in open(sys.argv[1]):
     elif k == "cpu":
         n = int(f[2])
         b1, b2, a1, a2 = map(int, f[3:7])
-        cpu[f[1]] = ((a1 - b1) / n / 1000, (a2 - b2) / n / 1000)
+        if min(b1, b2, a1, a2) >= 0:
+            cpu[f[1]] = ((a1 - b1) / n / 1000, (a2 - b2) / n / 1000)
     elif k == "conc":
         conc[(f[1], int(f[2]), f[3])] = (int(f[4]), int(f[5]), int(f[6]))
     elif k == "pull":
         b1, b2, a1, a2 = map(int, f[4:8])
-        pull[f[1]] = (int(f[2]), f[3], (a1 - b1) / 1e6, (a2 - b2) / 1e6)
+        cpus = (a1 - b1) / 1e6 + (a2 - b2) / 1e6 if min(b1, b2, a1, a2) >= 0 else float("nan")
+        pull[f[1]] = (int(f[2]), f[3], cpus)
     elif k == "sbx":
         if f[2] == "fail":
             sbxfail[f[1]] += 1
@@ -78,7 +80,7 @@ for s in ORDER:
     p = pull.get(s)
     cs = "%.1f + %.1f" % c if c else "-"
     if p:
-        ps = "%.2f (%.2f)" % (p[0] / 1e6, p[2] + p[3])
+        ps = "%.2f (%.2f)" % (p[0] / 1e6, p[2])
         if p[1] != "0":
             ps += " **%s**" % p[1]
     else:

@@ -73,6 +73,11 @@ cgcpu() {
 	esac
 	pid=1
 	[ -n "$unit" ] && pid=$(ctr systemctl show -P MainPID "$unit")
+	if [ -z "$pid" ] || [ "$pid" = 0 ]; then
+		echo "cgcpu $1: $unit has no main process ($(ctr systemctl is-active "$unit"))" >&2
+		echo "-1 -1"
+		return
+	fi
 	ctr cat "/proc/$pid/stat" /proc/1/stat | awk -v hz="$(getconf CLK_TCK)" -v own="$unit" '
 		# Fields after the ")" that ends the command name: utime is 14.
 		{ sub(/^.*\) /, ""); u[NR] = $12 + $13; c[NR] = $14 + $15 }
@@ -101,6 +106,9 @@ measure() {
 	say "cold starts of rsync-ssl.service: $cold_n"
 	for r in $(seq "$cold_n"); do
 		ctr systemctl stop rsync-ssl.service 2>/dev/null
+		# Ten starts in a few seconds would hit systemd's start limit
+		# (five in ten seconds) and fail the socket; it counts afresh.
+		ctr systemctl reset-failed rsync-ssl.service
 		echo "cold default $(listing default localhost)" >>"$raw"
 		echo "warm default $(listing default localhost)" >>"$raw"
 	done
@@ -397,10 +405,7 @@ ctr systemctl start bench-sbxall.socket
 sec_default=$(ctr systemd-analyze security --no-pager rsync-ssl.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 sec_isolated=$(ctr systemd-analyze security --no-pager rsync-ssl-isolated@probe.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 
-{
-	declare -p leader dir name nsbx rounds cold_n cpu_n concs sbx_rounds big_mib
-	
-} >"$dir/state"
+declare -p leader dir name nsbx rounds cold_n cpu_n concs sbx_rounds big_mib >"$dir/state"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ip netns exec "$name" env dir="$dir" "$0" --measure
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
