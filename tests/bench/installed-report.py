@@ -72,7 +72,7 @@ w("`make bench-installed` (tests/bench/installed.sh): the package (%s) installed
   " plain `rsync` for the floor) in that namespace. Every row is from the same container and the same run;"
   " listings are interleaved rounds, the order rotated each round." % env.get("VER", "?"))
 w("")
-w("| setup | listing p50 / p95 ms | server CPU per listing ms (service + systemd) | %s MiB pull s (server CPU-s) |" % env.get("BIG", "1024"))
+w("| setup | listing p50 / p95 ms | server CPU per listing ms (service + systemd) | %s MiB pull s (server CPU-s), `rsync-ssl-shim rsync` |" % env.get("BIG", "1024"))
 w("|---|---|---|---|")
 for s in ORDER:
     v = [ms(x) for x in lists[s]]
@@ -144,7 +144,11 @@ if base:
     w("")
 w("Exposure (`systemd-analyze security`, online, in the container): rsync-ssl.service %s,"
   " rsync-ssl-isolated@.service %s." % (env.get("SEC_DEFAULT", "?"), env.get("SEC_ISOLATED", "?")))
-w("systemd's \"Too many incoming connections\" journal lines during the run: %s." % env.get("DROPS", "?"))
+w("systemd's \"Too many incoming connections\" journal lines during the run (the isolated units' MaxConnections="
+  " refusing): %s; socket trigger limits hit: %s." % (env.get("DROPS", "?"), env.get("TRIGGERS", "?")))
+w("Server CPU per listing: the server's own CPU and that of every process it reaped (for the isolated"
+  " units, everything PID 1 reaped: the instances, including the sandbox set-up systemd does in the forked"
+  " child), plus PID 1's own CPU, over %s sequential listings; clock-tick resolution." % env.get("CPU_N", "40"))
 if calib:
     w("Load: load average %s (before -> after); a fixed 32 MiB sha256 took %d-%d ms (median %d) across the"
       " rounds; busy processes at the end: %s" % (env.get("LOAD", "?"), min(calib), max(calib),
