@@ -431,6 +431,11 @@ section=$(
 )
 md="$out/benchmarks.md"
 touch "$md"
-perl -0 -i -pe 's/\n?<!-- as-installed:begin -->.*<!-- as-installed:end -->\n?//s' "$md"
-printf '\n<!-- as-installed:begin -->\n%s\n<!-- as-installed:end -->\n' "$section" >>"$md"
+# In place when the section is there (the notes around it stay), else at
+# the end.
+if grep -q '<!-- as-installed:begin -->' "$md"; then
+	SECTION="$section" perl -0 -i -pe 's/<!-- as-installed:begin -->.*<!-- as-installed:end -->/<!-- as-installed:begin -->\n$ENV{SECTION}\n<!-- as-installed:end -->/s' "$md"
+else
+	printf '\n<!-- as-installed:begin -->\n%s\n<!-- as-installed:end -->\n' "$section" >>"$md"
+fi
 printf '%s\n' "$section"
