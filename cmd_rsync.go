@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
@@ -113,9 +112,5 @@ func runRsync(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim rsync: start rsync: %v (install rsync)\n", err)
 		return exitFailure
 	}
-	// Replace this process, as rsync-ssl does: rsync's signals, exit status
-	// and terminal handling stay its own.
-	err = syscall.Exec(path, argv, env)
-	fmt.Fprintf(stderr, "rsync-ssl-shim rsync: exec %s: %v\n", path, err)
-	return exitFailure
+	return execRsync(path, argv, env, stderr)
 }

@@ -20,7 +20,7 @@ func installedOpts(t *testing.T, c *container, extra string) {
 	p := filepath.Join(c.root, "etc/default/rsync-ssl")
 	orig := readFileT(t, p)
 	// EnvironmentFile= expands nothing: the whole value, repeated.
-	writeFileT(t, p, orig+"\nRSYNC_SSL_SHIM_OPTS=\"--rsyncd-conf /etc/rsync-ssl/rsyncd.conf "+extra+"\"\n", 0o644)
+	writeFile(t, p, orig+"\nRSYNC_SSL_SHIM_OPTS=\"--rsyncd-conf /etc/rsync-ssl/rsyncd.conf "+extra+"\"\n", 0o644)
 	restart := func() {
 		// A serve that cannot start (a bad flag) fails its service five
 		// times and puts the socket in "failed": start both afresh.
@@ -30,7 +30,7 @@ func installedOpts(t *testing.T, c *container, extra string) {
 	}
 	restart()
 	t.Cleanup(func() {
-		writeFileT(t, p, orig, 0o644)
+		writeFile(t, p, orig, 0o644)
 		restart()
 	})
 }
@@ -219,15 +219,15 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		keyPath := filepath.Join(c.root, "etc/rsync-ssl/private/key.pem")
 		oldCert, oldKey := readFileT(t, certPath), readFileT(t, keyPath)
 		t.Cleanup(func() {
-			writeFileT(t, certPath, oldCert, 0o644)
-			writeFileT(t, keyPath, oldKey, 0o600)
+			writeFile(t, certPath, oldCert, 0o644)
+			writeFile(t, keyPath, oldKey, 0o600)
 			c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
 		})
 		if out, code := list(t); code != 0 {
 			t.Fatalf("listing before the renewal (exit %d):\n%s", code, out)
 		}
-		writeFileT(t, keyPath, readFileT(t, fresh.Key), 0o600)
-		writeFileT(t, certPath, readFileT(t, fresh.Cert), 0o644)
+		writeFile(t, keyPath, readFileT(t, fresh.Key), 0o600)
+		writeFile(t, certPath, readFileT(t, fresh.Cert), 0o644)
 		newEnv := []string{"RSYNC_SSL_TYPE=openssl", "RSYNC_SSL_CA_CERT=" + fresh.CA}
 		deadline := time.Now().Add(30 * time.Second)
 		var out string

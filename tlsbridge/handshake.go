@@ -45,7 +45,9 @@ func explainHandshake(err error, timeout time.Duration, hello []byte) string {
 		return "no cipher suite in common with the client (we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1.2)"
 	case isAlert:
 		return "client rejected the handshake with alert \"" + alert.String() + "\" (does it trust our certificate's CA and name?)"
-	case errors.As(err, &rh):
+	case errors.As(err, &rh) && rh.RecordHeader[0] != 0x16:
+		// Not even a handshake record; an oversized handshake record
+		// keeps crypto/tls's own words below.
 		return "not a TLS client hello"
 	}
 	return strings.TrimPrefix(err.Error(), "tls: ")
