@@ -152,6 +152,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if src.Conn != nil {
+		// One connection per process: the summary is our last word before
+		// exit, and journald reads a native entry's unit from /proc after
+		// it arrives, so it would often come without _SYSTEMD_UNIT, lost to
+		// "journalctl -u". The stderr stream keeps the unit; the fields
+		// are for the accept loop, which outlives its entries.
+		log.journal = false
 		return srv.serveOne(ctx, src.Conn, log)
 	}
 	return serveLoop(ctx, srv, src, &o, log)
