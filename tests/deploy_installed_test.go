@@ -275,6 +275,59 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		}
 	})
 
+	t.Run("key-unreadable", func(t *testing.T) {
+		// A hook and a module covering /run try to read the key the way a
+		// compromised rsync would; the transfer itself must still work.
+		probe := filepath.Join(c.root, "usr/local/bin/keyprobe")
+		writeFileT(t, probe, `#!/bin/sh
+# Exit 1 so that rsync shows the client what this hook saw.
+echo "uid=$(id -u) creds=${CREDENTIALS_DIRECTORY:-unset}"
+for f in /run/credentials/rsync-ssl.service/key.pem /etc/rsync-ssl/private/key.pem; do
+	if cat "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "denied $f"; fi
+done
+exit 1
+`, 0o755)
+		conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
+		orig := readFileT(t, conf)
+		writeFileT(t, conf, orig+`
+[hooked]
+	path = /srv/rsync/data
+	read only = yes
+	pre-xfer exec = /usr/local/bin/keyprobe
+
+[run]
+	path = /run
+	read only = yes
+`, 0o644)
+		t.Cleanup(func() {
+			writeFileT(t, conf, orig, 0o644)
+			os.Remove(probe)
+		})
+		c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
+		// The data transfer works (the service reads its key, as ever).
+		dest := t.TempDir()
+		if out, code := c.client(t, env, rsyncSSL, "-a", "rsync://localhost/data/", dest+"/"); code != 0 {
+			t.Fatalf("pull (exit %d):\n%s", code, out)
+		}
+		sameTree(t, data, dest)
+		out, _ := c.client(t, env, rsyncSSL, "-a", "rsync://localhost/hooked/", t.TempDir()+"/")
+		if !strings.Contains(out, "denied /run/credentials/rsync-ssl.service/key.pem") || strings.Contains(out, "READ ") ||
+			!strings.Contains(out, "creds=unset") || strings.Contains(out, "uid=0 ") {
+			t.Fatalf("the pre-xfer exec hook could read the key, or did not run:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(c.root, "run/credentials/rsync-ssl.service")); err == nil {
+			t.Logf("(the credentials directory exists on the host side too)")
+		}
+		runDest := t.TempDir()
+		out, _ = c.client(t, env, rsyncSSL, "-r", "rsync://localhost/run/credentials/", runDest+"/")
+		if _, err := os.Stat(filepath.Join(runDest, "rsync-ssl.service/key.pem")); err == nil {
+			t.Fatalf("a module covering /run served the key:\n%s", out)
+		}
+		if !strings.Contains(out, "Permission denied") {
+			t.Fatalf("the /run module did not meet the credentials directory (nothing refused):\n%s", out)
+		}
+	})
+
 	t.Run("isolated", func(t *testing.T) {
 		c.must(t, "systemctl", "enable", "--now", "rsync-ssl-isolated.socket")
 		t.Cleanup(func() {
