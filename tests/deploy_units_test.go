@@ -123,10 +123,13 @@ func securityScore(t *testing.T, sa, dir, svc string) float64 {
 }
 
 // TestDeployUnitsSecurity holds both shipped services to an exposure score
-// of at most 1.0, and with each documented drop-in to at most 2.0.
+// of at most 1.4, and with each documented drop-in to at most 2.1. Starting
+// rsync as _rsync-ssl (so that it cannot open the key) costs 0.6 of it:
+// CAP_SETUID and CAP_SETGID, setgroups() from @privileged, CAP_KILL, the
+// ambient set, and the other users visible (PrivateUsers=no).
 func TestDeployUnitsSecurity(t *testing.T) {
 	sa := needTool(t, "systemd-analyze")
-	const limit, dropinLimit = 1.0, 2.0
+	const limit, dropinLimit = 1.4, 2.1
 	for _, svc := range shippedServices {
 		score := securityScore(t, sa, unitDir(t), svc)
 		t.Logf("%s: exposure %.1f", svc, score)
