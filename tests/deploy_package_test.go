@@ -415,6 +415,7 @@ func testBookworm(t *testing.T, deb string) {
 		}
 		// docs: writable-module.conf's own instructions.
 		c.must(t, "groupadd", "--system", "rsync-upload")
+		c.must(t, "gpasswd", "-a", "_rsync-ssl", "rsync-upload")
 		c.must(t, "install", "-d", "-g", "rsync-upload", "-m", "2775", "/srv/rsync/upload")
 		t.Cleanup(func() {
 			os.RemoveAll(filepath.Join(c.root, "srv/rsync/upload"))
