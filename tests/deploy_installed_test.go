@@ -279,7 +279,7 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		// A hook and a module covering /run try to read the key the way a
 		// compromised rsync would; the transfer itself must still work.
 		probe := filepath.Join(c.root, "usr/local/bin/keyprobe")
-		writeFileT(t, probe, `#!/bin/sh
+		writeFile(t, probe, `#!/bin/sh
 # Exit 1 so that rsync shows the client what this hook saw.
 echo "uid=$(id -u) creds=${CREDENTIALS_DIRECTORY:-unset}"
 for f in /run/credentials/rsync-ssl.service/key.pem /etc/rsync-ssl/private/key.pem; do
@@ -289,7 +289,7 @@ exit 1
 `, 0o755)
 		conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
 		orig := readFileT(t, conf)
-		writeFileT(t, conf, orig+`
+		writeFile(t, conf, orig+`
 [hooked]
 	path = /srv/rsync/data
 	read only = yes
@@ -300,7 +300,7 @@ exit 1
 	read only = yes
 `, 0o644)
 		t.Cleanup(func() {
-			writeFileT(t, conf, orig, 0o644)
+			writeFile(t, conf, orig, 0o644)
 			os.Remove(probe)
 		})
 		c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
