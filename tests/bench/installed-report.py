@@ -132,8 +132,11 @@ if base:
     rows = []
     for i, u in enumerate(undo):
         v = [ms(x) for x in sbx.get("sbx%d" % i, [])]
+        fl = sbxfail.get("sbx%d" % i, 0)
         if v:
-            rows.append((b50 - pct(v, 50), u.replace("|", ", "), pct(v, 50), sbxfail.get("sbx%d" % i, 0)))
+            rows.append((b50 - pct(v, 50), u.replace("|", ", "), pct(v, 50), fl))
+        elif fl:
+            w("| `%s` | every listing failed (%d) | - |" % (u.replace("|", ", "), fl))
     singles = [r for r in rows if r[1].count(",") < 4]
     groups = [r for r in rows if r[1].count(",") >= 4]
     for saving, u, p50, fl in sorted(singles, reverse=True) + groups:

@@ -376,7 +376,7 @@ undo=(
 	"SystemCallFilter=|SystemCallArchitectures="
 	"MemoryDenyWriteExecute=no"
 	"LockPersonality=no|RestrictRealtime=no|RestrictSUIDSGID=no|NoNewPrivileges=no"
-	"CapabilityBoundingSet=~|AmbientCapabilities="
+	"PrivateMounts=no"
 	"LoadCredential="
 	"DynamicUser=no|ProtectSystem=no|ProtectHome=no|InaccessiblePaths=|PrivateTmp=no|PrivateDevices=no|ProtectKernelTunables=no|ProtectKernelModules=no|ProtectKernelLogs=no|ProtectControlGroups=no|ProtectProc=default|ProcSubset=all|ProtectClock=no"
 	"PrivateNetwork=no|PrivateUsers=no|PrivateIPC=no|ProtectHostname=no"
@@ -384,14 +384,15 @@ undo=(
 )
 nsbx=${#undo[@]}
 # Without LoadCredential= the key is read where it lies, which only root
-# can: that row also runs as root (DynamicUser=no), as does "all".
+# can, and the sandbox hides: that row also runs as root (DynamicUser=no)
+# with /etc/rsync-ssl/private visible, as does "all".
 sbxdropin() {
 	printf '[Service]\n'
 	local IFS='|' l
 	for l in $1; do printf '%s\n' "$l"; done
 	case $1 in
 	LoadCredential=)
-		printf 'DynamicUser=no\nExecStart=\nExecStart=/usr/bin/rsync-ssl-shim serve --cert /etc/rsync-ssl/cert.pem --key /etc/rsync-ssl/private/key.pem $RSYNC_SSL_SHIM_OPTS\n' ;;
+		printf 'DynamicUser=no\nInaccessiblePaths=\nExecStart=\nExecStart=/usr/bin/rsync-ssl-shim serve --cert /etc/rsync-ssl/cert.pem --key /etc/rsync-ssl/private/key.pem $RSYNC_SSL_RSYNC_USER $RSYNC_SSL_SHIM_OPTS\n' ;;
 	esac
 }
 for i in $(seq 0 $((nsbx - 1))); do
