@@ -27,7 +27,7 @@ BENCH_DEBS := openssh-server gnuplot-nox time
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench clean
+.PHONY: all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
 
 all: build
 
@@ -108,6 +108,13 @@ deb:
 # and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes.
 bench: build bench-deps
 	./tests/bench/bench.sh ./$(BIN)
+
+# The Debian package as installed, in a booted Debian 12 (systemd-nspawn),
+# beside plain rsync.service and stunnel, all in one container (about 10
+# minutes, as root; not part of make test): writes the "As installed" section
+# of docs/benchmarks.md. BENCH_QUICK=1: a smoke run.
+bench-installed: build
+	./tests/bench/installed.sh
 
 bench-deps:
 	@missing=""; for p in $(BENCH_DEBS); do \

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -82,8 +85,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
+	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
+		"waits up to --max-conns-wait for a slot, then is told rsync's \"@ERROR: max\n"+
+		"connections (N) reached -- try again later\" after its handshake (0: no cap)")
+	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 0, "with a listening socket: at most `N` of them from one client address (behind\n"+
+		"--trusted-proxy, the address in the PROXY header), answered the same way (0: no cap)")
+	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a connection over --max-conns or --max-conns-per-source\n"+
+		"waits for a slot before it is told to try again later")
+	fs.DurationVar(&o.moduleTimeout, "module-timeout", 30*time.Second, "end a client that has not named a module (or asked for the list) within\n"+
+		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
+		"\"timeout\" still applies)")
 	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
+	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), exit at the first\n"+
+		"moment no connection is in flight, so that systemd starts serve afresh (with\n"+
+		"new LoadCredential= copies) at the next connection")
 	fs.DurationVar(&o.linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
 	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
@@ -137,9 +152,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if src.Conn != nil {
+		// One connection per process: the summary is our last word before
+		// exit, and journald reads a native entry's unit from /proc after
+		// it arrives, so it would often come without _SYSTEMD_UNIT, lost to
+		// "journalctl -u". The stderr stream keeps the unit; the fields
+		// are for the accept loop, which outlives its entries.
+		log.journal = false
 		return srv.serveOne(ctx, src.Conn, log)
 	}
-	return serveLoop(ctx, srv, src, o.maxConns, o.exitIdle, log)
+	return serveLoop(ctx, srv, src, &o, log)
 }
 
 var errUsage = errors.New("usage")
@@ -154,10 +175,12 @@ func (e usageError) Is(t error) bool {
 // serveOptions holds serve's flags as given.
 type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
+	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	rsyncUser                                         string
 	handshake, exitIdle, linger, stall                time.Duration
-	maxConns                                          int
+	maxConns, maxPerSource                            int
+	maxWait, moduleTimeout                            time.Duration
 	// client takes the client-certificate flags directly.
 	client tlsbridge.ClientAuthConfig
 }
@@ -179,8 +202,8 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if o.handshake <= 0 {
 		return nil, usageError{"--handshake-timeout must be positive"}
 	}
-	if o.maxConns < 0 {
-		return nil, usageError{"--max-conns must be 0 (no cap) or more"}
+	if o.maxConns < 0 || o.maxPerSource < 0 {
+		return nil, usageError{"--max-conns and --max-conns-per-source must be 0 (no cap) or more"}
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return nil, usageError{err.Error()}
@@ -268,10 +291,11 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			HandshakeTimeout: o.handshake,
 			Rsync: rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy,
 				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
-			Pair:   pair,
-			Linger: o.linger,
-			Env:    env,
-			Logf:   log.Logf,
+			Pair:          pair,
+			Linger:        o.linger,
+			ModuleTimeout: max(o.moduleTimeout, 0),
+			Env:           env,
+			Logf:          log.Logf,
 		},
 		store: store,
 		info:  info,
@@ -295,6 +319,9 @@ type servePlan struct {
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy
+	// limits counts connections in the accept loop; nil for one
+	// connection per process, where the socket unit or inetd limits.
+	limits *activation.Limiter
 }
 
 func trustedProxyPolicy(values []string) (*activation.ProxyPolicy, error) {
@@ -325,6 +352,21 @@ func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int
 		}
 		return exitFailure
 	}
+	if srv.limits != nil {
+		addr := activation.ConnAddr(pc)
+		release, err := srv.limits.Acquire(ctx, addr)
+		if err != nil {
+			why := err
+			var le *activation.LimitError
+			if errors.As(err, &le) && le.PerSource {
+				why = fmt.Errorf("%w (from %s)", err, addr)
+			}
+			res := srv.RefuseConn(ctx, pc, err.Error(), why)
+			logResult(log, res)
+			return exitFailure
+		}
+		defer release()
+	}
 	res := srv.ServeConn(ctx, pc)
 	logResult(log, res)
 	return connExit(res)
@@ -344,11 +386,38 @@ func (p *servePlan) reload() (warns []string, err error) {
 }
 
 func logResult(log *logger, res tlsbridge.Result) {
+	f := resultFields(res)
 	if res.RsyncExit < 0 {
-		log.Logf("%v", res.Err)
+		log.Event(true, f, "%v", res.Err)
 		return
 	}
-	log.Logf("%s", res)
+	log.Event(res.Err != nil, f, "%s", res)
+}
+
+// resultFields are the journal fields of one connection's summary.
+func resultFields(res tlsbridge.Result) map[string]string {
+	f := map[string]string{
+		"RSYNC_SSL_EXIT":        strconv.Itoa(res.RsyncExit),
+		"RSYNC_SSL_BYTES_IN":    strconv.FormatInt(res.In, 10),
+		"RSYNC_SSL_BYTES_OUT":   strconv.FormatInt(res.Out, 10),
+		"RSYNC_SSL_DURATION_MS": strconv.FormatInt(res.Duration.Milliseconds(), 10),
+	}
+	if ap, err := netip.ParseAddrPort(res.Peer); err == nil {
+		f["RSYNC_SSL_CLIENT"] = ap.Addr().Unmap().String()
+		f["RSYNC_SSL_CLIENT_PORT"] = strconv.Itoa(int(ap.Port()))
+	} else {
+		f["RSYNC_SSL_CLIENT"] = res.Peer
+	}
+	for k, v := range map[string]string{"RSYNC_SSL_MODULE": res.Module, "RSYNC_SSL_IDENTITY": res.Identity,
+		"RSYNC_SSL_SNI": res.SNI, "RSYNC_SSL_TLS": res.Version, "RSYNC_SSL_DATAPATH": res.Pair} {
+		if v != "" {
+			f[k] = v
+		}
+	}
+	if res.Err != nil {
+		f["RSYNC_SSL_ERROR"] = res.Err.Error()
+	}
+	return f
 }
 
 // connExit maps one connection's outcome to the process exit status.
@@ -365,7 +434,8 @@ func connExit(res tlsbridge.Result) int {
 // certPoll is how often the accept loop looks for renewed certificates.
 const certPoll = 5 * time.Second
 
-func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxConns int, exitIdle time.Duration, log *logger) int {
+func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
+	exitIdle := o.exitIdle
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -420,14 +490,77 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 		}
 	}()
 
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: maxConns, ExitIdle: exitIdle, Logf: log.Logf},
+	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
+	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
+	// The loop accepts up to twice --max-conns: the second half are
+	// connections waiting for a slot or being told to try again later.
+	// Past that the kernel's backlog holds them (4096 under systemd):
+	// they wait, and none is accepted only to be dropped.
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
 			srv.serveOne(ctx, c, log)
 		})
-	if ctx.Err() != nil {
+	drained := false
+	select {
+	case <-drain:
+		drained = true
+	default:
+	}
+	switch {
+	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
-	} else {
+	case drained:
+		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}
 	return exitOK
+}
+
+// watchChanged returns a channel closed once any of files differs from what
+// it was at the start (size, modification time, inode: a renewal that
+// replaces the file by a rename counts), checked every poll. Under systemd
+// the certificate and key reach serve as LoadCredential= copies made when
+// the service starts, so a renewal of the originals only takes effect in a
+// fresh service; serve cannot read the key's original itself. Nil files: a
+// nil channel, which never closes.
+func watchChanged(ctx context.Context, files []string, poll time.Duration, log *logger) <-chan struct{} {
+	if len(files) == 0 {
+		return nil
+	}
+	stamp := func(p string) string {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "missing"
+		}
+		ino := uint64(0)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		return fmt.Sprintf("%d %d %d", fi.Size(), fi.ModTime().UnixNano(), ino)
+	}
+	was := make([]string, len(files))
+	for i, f := range files {
+		was[i] = stamp(f)
+	}
+	ch := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(poll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for i, f := range files {
+				if stamp(f) != was[i] {
+					log.Logf("%s changed: exiting once no connection is in flight", f)
+					close(ch)
+					return
+				}
+			}
+		}
+	}()
+	return ch
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // logger writes one line per event: "rsync-ssl-shim[PID]: ...", with a
@@ -20,14 +22,47 @@ type logger struct {
 	w      io.Writer
 	prefix string
 	stamps bool
+	// journal: stderr is journald's stream, so events with fields of their
+	// own go to journald natively instead (once, not on both).
+	journal bool
 }
 
 func newLogger(w io.Writer) *logger {
-	return &logger{
+	l := &logger{
 		w:      w,
 		prefix: fmt.Sprintf("rsync-ssl-shim[%d]: ", os.Getpid()),
 		stamps: os.Getenv("JOURNAL_STREAM") == "",
 	}
+	// JOURNAL_STREAM alone may be inherited from a parent; only stderr
+	// being that very stream (its device and inode) says journald reads us.
+	if w == io.Writer(os.Stderr) {
+		if ok, err := journal.StderrIsJournalStream(); err == nil && ok && journal.Enabled() {
+			l.journal = true
+		}
+	}
+	return l
+}
+
+// Event logs one event line that also carries fields (RSYNC_SSL_CLIENT=...):
+// under journald the line goes to the journal with them, so that
+// "journalctl RSYNC_SSL_CLIENT=198.51.100.7" finds it; elsewhere, or if the
+// journal refuses it, it is the plain line on stderr or syslog.
+func (l *logger) Event(warn bool, fields map[string]string, format string, args ...any) {
+	if l.journal {
+		msg := oneLine(fmt.Sprintf(format, args...))
+		pri := journal.PriInfo
+		if warn {
+			pri = journal.PriWarning
+		}
+		f := map[string]string{"SYSLOG_IDENTIFIER": "rsync-ssl-shim", "SYSLOG_PID": fmt.Sprint(os.Getpid())}
+		for k, v := range fields {
+			f[k] = oneLine(v)
+		}
+		if journal.Send(msg, pri, f) == nil {
+			return
+		}
+	}
+	l.Logf(format, args...)
 }
 
 // newSyslogLogger is for when stderr is the client connection (xinetd):

@@ -111,3 +111,51 @@ func TestServeMaxConnsAndExitIdle(t *testing.T) {
 		t.Fatal("loop did not exit when idle")
 	}
 }
+
+// TestServeDrain: once drained, the loop ends as soon as the connection in
+// flight is done, long before ExitIdle, and that connection is not cut.
+func TestServeDrain(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := make(chan struct{})
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var cut atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		Serve(context.Background(), []net.Listener{l}, LoopConfig{ExitIdle: time.Hour, Drain: drain},
+			func(ctx context.Context, c net.Conn) {
+				close(started)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					cut.Store(true)
+				}
+				c.Close()
+			})
+		close(done)
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-started
+	close(drain)
+	select {
+	case <-done:
+		t.Fatal("the loop ended with a connection in flight")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the drained loop did not end once its last connection was done")
+	}
+	if cut.Load() {
+		t.Error("the connection in flight saw its context cancelled")
+	}
+}

@@ -16,15 +16,24 @@ type LoopConfig struct {
 	MaxConns int
 	// ExitIdle ends the loop after this long with no connection; 0 never.
 	ExitIdle time.Duration
+	// Drain, once closed, ends the loop at the first moment no connection
+	// is in flight (at once if none is), however busy it has been: under
+	// systemd the next connection then starts a fresh service. Nil: never.
+	Drain <-chan struct{}
 	// Logf reports accept errors; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
 }
 
 // Serve accepts on every listener and runs handle for each connection in
 // its own goroutine, until ctx is cancelled or the loop has been idle for
-// ExitIdle. It then closes the listeners and waits for the running handlers,
-// which receive ctx and are expected to wind down when it is done.
+// ExitIdle, or drained (Drain). It then closes the listeners and waits for the
+// running handlers, which receive ctx and are expected to wind down when it is
+// done.
 func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(context.Context, net.Conn)) {
+	// Handlers get the caller's ctx, not the loop's: a connection accepted
+	// in the instant the loop decides to end (idle, drained) is served to
+	// its end, not cut.
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -39,11 +48,15 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 		handlers sync.WaitGroup
 		loops    sync.WaitGroup
 	)
+	draining := false
 	done := func() {
 		mu.Lock()
 		active--
 		if active == 0 {
 			lastIdle = time.Now()
+			if draining {
+				cancel()
+			}
 		}
 		mu.Unlock()
 		if slots != nil {
@@ -95,10 +108,25 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 				handlers.Add(1)
 				go func() {
 					defer done()
-					handle(ctx, c)
+					handle(parent, c)
 				}()
 			}
 		}(l)
+	}
+
+	if cfg.Drain != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-cfg.Drain:
+				mu.Lock()
+				draining = true
+				if active == 0 {
+					cancel()
+				}
+				mu.Unlock()
+			}
+		}()
 	}
 
 	if cfg.ExitIdle > 0 {

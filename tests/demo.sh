@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a throwaway CA and certificate, an example module served through
 # real socket activation (systemd-socket-activate, the same hand-over as
-# rsync-ssl.socket with Accept=yes), pulled with stock rsync-ssl and with this
+# rsync-ssl-isolated.socket, Accept=yes), pulled with stock rsync-ssl and with this
 # binary. Everything lives in a temporary directory and everything started is
 # stopped. Each step ends with a line saying what happened; the first step
 # that goes wrong says so, shows the logs, and ends the demo with exit 1.

@@ -21,7 +21,8 @@ const bookwormCache = "/var/cache/rsync-ssl-shim-tests"
 // bookwormPackages are added to the minimal root: systemd to boot it, rsync
 // because the package depends on it (the container has no network, so apt
 // must find every dependency already installed).
-var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates"}
+// stunnel4 is for make bench-installed, which boots the same root.
+var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
 
 // TestDeployPackage builds the .deb, lints it, and installs it into a
 // freshly booted Debian 12 under systemd-nspawn.
@@ -342,13 +343,16 @@ func testBookworm(t *testing.T, deb string) {
 		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
 
 	t.Run("verify-installed", func(t *testing.T) {
-		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl@.service")
+		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
+			"rsync-ssl-isolated.socket", "rsync-ssl-isolated@.service")
 		if strings.TrimSpace(out) != "" {
 			t.Fatalf("systemd-analyze verify inside the container is not clean:\n%s", out)
 		}
-		sec, _ := c.exec(t, time.Minute, "systemd-analyze", "security", "--no-pager", "rsync-ssl@probe.service")
-		if m := exposureRE.FindStringSubmatch(sec); m != nil {
-			t.Logf("installed rsync-ssl@.service, online analysis: exposure %s", m[1])
+		for _, svc := range []string{"rsync-ssl.service", "rsync-ssl-isolated@probe.service"} {
+			sec, _ := c.exec(t, time.Minute, "systemd-analyze", "security", "--no-pager", svc)
+			if m := exposureRE.FindStringSubmatch(sec); m != nil {
+				t.Logf("installed %s, online analysis: exposure %s", svc, m[1])
+			}
 		}
 	})
 
@@ -363,15 +367,19 @@ func testBookworm(t *testing.T, deb string) {
 		sameTree(t, data, dest)
 	})
 
+	// A drop-in reaches rsync-ssl.service at its next start: stopped
+	// here, the next connection starts it with the drop-in.
 	dropin := func(t *testing.T, name, text string) {
 		t.Helper()
-		p := filepath.Join(c.root, "etc/systemd/system/rsync-ssl@.service.d", name)
+		p := filepath.Join(c.root, "etc/systemd/system/rsync-ssl.service.d", name)
 		writeFile(t, p, text, 0o644)
 		c.must(t, "systemctl", "daemon-reload")
+		c.must(t, "systemctl", "stop", "rsync-ssl.service")
 		t.Cleanup(func() {
 			os.Remove(p)
 			os.Remove(filepath.Dir(p))
 			c.exec(t, time.Minute, "systemctl", "daemon-reload")
+			c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
 		})
 	}
 	example := func(t *testing.T, name string) string {
@@ -407,6 +415,7 @@ func testBookworm(t *testing.T, deb string) {
 		}
 		// docs: writable-module.conf's own instructions.
 		c.must(t, "groupadd", "--system", "rsync-upload")
+		c.must(t, "gpasswd", "-a", "_rsync-ssl", "rsync-upload")
 		c.must(t, "install", "-d", "-g", "rsync-upload", "-m", "2775", "/srv/rsync/upload")
 		t.Cleanup(func() {
 			os.RemoveAll(filepath.Join(c.root, "srv/rsync/upload"))
@@ -434,6 +443,8 @@ func testBookworm(t *testing.T, deb string) {
 		sameTree(t, data, dest)
 	})
 
+	testInstalledDefault(t, c, pki, env, data, deb)
+
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))
 		c.must(t, "dpkg", "--purge", "rsync-ssl-shim")
@@ -453,8 +464,17 @@ func testBookworm(t *testing.T, deb string) {
 				diffs = append(diffs, "removed: "+p)
 			}
 		}
+		// The package's system user stays after purge, as Debian's
+		// policy has it (its uid may still own files); nothing else may
+		// change.
 		for f, want := range accounts {
-			if got := readFileT(t, filepath.Join(c.root, f)); got != want {
+			var kept []string
+			for _, l := range strings.SplitAfter(readFileT(t, filepath.Join(c.root, f)), "\n") {
+				if !strings.HasPrefix(l, "_rsync-ssl:") {
+					kept = append(kept, l)
+				}
+			}
+			if got := strings.Join(kept, ""); got != want {
 				diffs = append(diffs, f+" changed")
 			}
 		}

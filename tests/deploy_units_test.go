@@ -18,14 +18,21 @@ func repoRoot(t testing.TB) string {
 	return filepath.Dir(filepath.Dir(self))
 }
 
+// shippedUnits are the unit files the package installs: the default pair
+// (an accept loop started by the socket) and the per-connection pair.
+var shippedUnits = []string{"rsync-ssl.socket", "rsync-ssl.service", "rsync-ssl-isolated.socket", "rsync-ssl-isolated@.service"}
+
+// shippedServices are the two services, which share one sandbox.
+var shippedServices = []string{"rsync-ssl.service", "rsync-ssl-isolated@.service"}
+
 // unitDir copies the shipped units into a fresh directory, pointing ExecStart
 // at the binary under test so that systemd-analyze can check it exists;
-// drop-ins from systemd/examples are added under rsync-ssl@.service.d.
+// drop-ins from systemd/examples are added for both services.
 func unitDir(t *testing.T, dropins ...string) string {
 	t.Helper()
 	src := filepath.Join(repoRoot(t), "systemd")
 	dir := t.TempDir()
-	for _, name := range []string{"rsync-ssl.socket", "rsync-ssl@.service"} {
+	for _, name := range shippedUnits {
 		b, err := os.ReadFile(filepath.Join(src, name))
 		if err != nil {
 			t.Fatal(err)
@@ -35,8 +42,11 @@ func unitDir(t *testing.T, dropins ...string) string {
 			t.Fatal(err)
 		}
 	}
-	if len(dropins) > 0 {
-		d := filepath.Join(dir, "rsync-ssl@.service.d")
+	for _, svc := range shippedServices {
+		if len(dropins) == 0 {
+			break
+		}
+		d := filepath.Join(dir, svc+".d")
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -81,8 +91,11 @@ func TestDeployUnitsVerify(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := unitDir(t, dropins...)
-			out, code := runCmd(t, time.Minute, nil, sa, "verify", "--man=no",
-				filepath.Join(dir, "rsync-ssl.socket"), filepath.Join(dir, "rsync-ssl@.service"))
+			var files []string
+			for _, u := range shippedUnits {
+				files = append(files, filepath.Join(dir, u))
+			}
+			out, code := runCmd(t, time.Minute, nil, sa, append([]string{"verify", "--man=no"}, files...)...)
 			if code != 0 || strings.TrimSpace(out) != "" {
 				t.Fatalf("systemd-analyze verify (exit %d) is not clean:\n%s", code, out)
 			}
@@ -93,11 +106,11 @@ func TestDeployUnitsVerify(t *testing.T) {
 var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 
 // securityScore returns systemd-analyze's offline exposure score of the
-// service in dir (with whatever drop-ins sit beside it).
-func securityScore(t *testing.T, sa, dir string) float64 {
+// service svc in dir (with whatever drop-ins sit beside it).
+func securityScore(t *testing.T, sa, dir, svc string) float64 {
 	t.Helper()
 	out, code := runCmd(t, time.Minute, nil, sa, "security", "--offline=true", "--no-pager",
-		filepath.Join(dir, "rsync-ssl@.service"))
+		filepath.Join(dir, svc))
 	m := exposureRE.FindStringSubmatch(out)
 	if code != 0 || m == nil {
 		t.Fatalf("systemd-analyze security (exit %d) gave no score:\n%s", code, out)
@@ -109,21 +122,26 @@ func securityScore(t *testing.T, sa, dir string) float64 {
 	return v
 }
 
-// TestDeployUnitsSecurity holds the shipped service, and the service with
-// each documented drop-in, to an exposure score of at most 2.0.
+// TestDeployUnitsSecurity holds both shipped services to an exposure score
+// of at most 1.4, and with each documented drop-in to at most 2.1. Starting
+// rsync as _rsync-ssl (so that it cannot open the key) costs 0.6 of it:
+// CAP_SETUID and CAP_SETGID, setgroups() from @privileged, CAP_KILL, the
+// ambient set, and the other users visible (PrivateUsers=no).
 func TestDeployUnitsSecurity(t *testing.T) {
 	sa := needTool(t, "systemd-analyze")
-	const limit = 2.0
-	score := securityScore(t, sa, unitDir(t))
-	t.Logf("rsync-ssl@.service: exposure %.1f", score)
-	if score > limit {
-		t.Errorf("rsync-ssl@.service: exposure %.1f, want <= %.1f", score, limit)
-	}
-	for _, d := range exampleDropins(t) {
-		s := securityScore(t, sa, unitDir(t, d))
-		t.Logf("rsync-ssl@.service + %s: exposure %.1f", d, s)
-		if s > limit {
-			t.Errorf("rsync-ssl@.service + %s: exposure %.1f, want <= %.1f", d, s, limit)
+	const limit, dropinLimit = 1.4, 2.1
+	for _, svc := range shippedServices {
+		score := securityScore(t, sa, unitDir(t), svc)
+		t.Logf("%s: exposure %.1f", svc, score)
+		if score > limit {
+			t.Errorf("%s: exposure %.1f, want <= %.1f", svc, score, limit)
+		}
+		for _, d := range exampleDropins(t) {
+			s := securityScore(t, sa, unitDir(t, d), svc)
+			t.Logf("%s + %s: exposure %.1f", svc, d, s)
+			if s > dropinLimit {
+				t.Errorf("%s + %s: exposure %.1f, want <= %.1f", svc, d, s, dropinLimit)
+			}
 		}
 	}
 }
@@ -150,47 +168,88 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 }
 
 // TestDeployUnitsSettings pins the settings the design depends on: port 874
-// with Accept=yes, connection limits, systemd's 4096 backlog (rsyncd's own
-// backlog of 5 drops simultaneous connects), the key as a credential, and a
-// sandbox that still lets rsync and the shim use a loopback TCP pair.
+// on both sockets, which conflict; the default socket hands its listening
+// socket to one service (Accept=no) that exits when idle and when the
+// certificate is renewed; the isolated one starts an instance per connection
+// with systemd's limits; systemd's 4096 backlog (rsyncd's own backlog of 5
+// drops simultaneous connects); the key as a credential; and one sandbox,
+// the same line for line in both services, that still lets rsync and the
+// shim use a loopback TCP pair.
 func TestDeployUnitsSettings(t *testing.T) {
 	dir := filepath.Join(repoRoot(t), "systemd")
+	check := func(unit string, m map[string][]string, k, v string) {
+		t.Helper()
+		if got := m[k]; len(got) == 0 || got[len(got)-1] != v {
+			t.Errorf("%s: %s=%v, want %s", unit, k, got, v)
+		}
+	}
 	sock := unitSettings(t, filepath.Join(dir, "rsync-ssl.socket"))
-	want := map[string]string{"ListenStream": "874", "Accept": "yes"}
-	for k, v := range want {
-		if got := sock[k]; len(got) != 1 || got[0] != v {
-			t.Errorf("rsync-ssl.socket: %s=%v, want %s", k, got, v)
-		}
-	}
+	iso := unitSettings(t, filepath.Join(dir, "rsync-ssl-isolated.socket"))
+	check("rsync-ssl.socket", sock, "ListenStream", "874")
+	check("rsync-ssl.socket", sock, "Accept", "no")
+	check("rsync-ssl.socket", sock, "Conflicts", "rsync-ssl-isolated.socket")
+	check("rsync-ssl-isolated.socket", iso, "ListenStream", "874")
+	check("rsync-ssl-isolated.socket", iso, "Accept", "yes")
+	check("rsync-ssl-isolated.socket", iso, "Conflicts", "rsync-ssl.socket rsync-ssl.service")
 	for _, k := range []string{"MaxConnections", "MaxConnectionsPerSource"} {
-		if n, err := strconv.Atoi(strings.Join(sock[k], "")); err != nil || n <= 0 {
-			t.Errorf("rsync-ssl.socket: %s=%v, want a positive limit", k, sock[k])
+		if len(sock[k]) > 0 {
+			t.Errorf("rsync-ssl.socket: %s= does nothing with Accept=no; the limits are serve's", k)
+		}
+		if n, err := strconv.Atoi(strings.Join(iso[k], "")); err != nil || n <= 0 {
+			t.Errorf("rsync-ssl-isolated.socket: %s=%v, want a positive limit", k, iso[k])
 		}
 	}
-	if b := sock["Backlog"]; len(b) > 0 {
-		if n, err := strconv.Atoi(b[len(b)-1]); err != nil || n < 4096 {
-			t.Errorf("rsync-ssl.socket: Backlog=%v, want systemd's default (4096) or more", b)
+	for name, m := range map[string]map[string][]string{"rsync-ssl.socket": sock, "rsync-ssl-isolated.socket": iso} {
+		if b := m["Backlog"]; len(b) > 0 {
+			if n, err := strconv.Atoi(b[len(b)-1]); err != nil || n < 4096 {
+				t.Errorf("%s: Backlog=%v, want systemd's default (4096) or more", name, b)
+			}
 		}
 	}
 
-	svc := unitSettings(t, filepath.Join(dir, "rsync-ssl@.service"))
-	one := func(k, v string) {
-		if got := svc[k]; len(got) == 0 || got[len(got)-1] != v {
-			t.Errorf("rsync-ssl@.service: %s=%v, want %s", k, got, v)
+	def := unitSettings(t, filepath.Join(dir, "rsync-ssl.service"))
+	inst := unitSettings(t, filepath.Join(dir, "rsync-ssl-isolated@.service"))
+	check("rsync-ssl-isolated@.service", inst, "StandardInput", "socket")
+	if len(def["StandardInput"]) > 0 {
+		t.Errorf("rsync-ssl.service: StandardInput=%v; the listening socket comes in LISTEN_FDS", def["StandardInput"])
+	}
+	if exec := strings.Join(def["ExecStart"], " "); !strings.Contains(exec, "--exit-idle ") || !strings.Contains(exec, "--exit-on-change /etc/rsync-ssl/cert.pem") {
+		t.Errorf("rsync-ssl.service: ExecStart=%s, want --exit-idle (nothing runs between bursts) and --exit-on-change (renewals)", exec)
+	}
+	if len(def["RuntimeMaxSec"]) > 0 {
+		t.Errorf("rsync-ssl.service: RuntimeMaxSec= would cut every transfer in flight")
+	}
+	for _, m := range []map[string][]string{def, inst} {
+		delete(m, "RuntimeMaxSec")
+	}
+	for name, svc := range map[string]map[string][]string{"rsync-ssl.service": def, "rsync-ssl-isolated@.service": inst} {
+		check(name, svc, "StandardError", "journal")
+		check(name, svc, "PrivateNetwork", "yes")
+		check(name, svc, "EnvironmentFile", "-/etc/default/rsync-ssl")
+		fams := strings.Fields(strings.Join(svc["RestrictAddressFamilies"], " "))
+		for _, f := range []string{"AF_INET", "AF_INET6", "AF_UNIX"} {
+			if !strings.Contains(" "+strings.Join(fams, " ")+" ", " "+f+" ") {
+				t.Errorf("%s: RestrictAddressFamilies=%v lacks %s (the socket pair needs it)", name, fams, f)
+			}
+		}
+		exec := strings.Join(svc["ExecStart"], " ")
+		if !strings.Contains(exec, "--key %d/") || !strings.Contains(strings.Join(svc["LoadCredential"], " "), "key.pem:") {
+			t.Errorf("%s: the key must come from LoadCredential= via %%d; ExecStart=%s", name, exec)
 		}
 	}
-	one("StandardInput", "socket")
-	one("StandardError", "journal")
-	one("PrivateNetwork", "yes")
-	one("EnvironmentFile", "-/etc/default/rsync-ssl")
-	fams := strings.Fields(strings.Join(svc["RestrictAddressFamilies"], " "))
-	for _, f := range []string{"AF_INET", "AF_INET6", "AF_UNIX"} {
-		if !strings.Contains(" "+strings.Join(fams, " ")+" ", " "+f+" ") {
-			t.Errorf("rsync-ssl@.service: RestrictAddressFamilies=%v lacks %s (the socket pair needs it)", fams, f)
+	// The sandbox: every line from DynamicUser= on, the same in both.
+	sandbox := func(unit string) string {
+		b, err := os.ReadFile(filepath.Join(dir, unit))
+		if err != nil {
+			t.Fatal(err)
 		}
+		i := strings.Index(string(b), "\nDynamicUser=")
+		if i < 0 {
+			t.Fatalf("%s: no sandbox (DynamicUser=)", unit)
+		}
+		return string(b[i:])
 	}
-	exec := strings.Join(svc["ExecStart"], " ")
-	if !strings.Contains(exec, "--key %d/") || !strings.Contains(strings.Join(svc["LoadCredential"], " "), "key.pem:") {
-		t.Errorf("rsync-ssl@.service: the key must come from LoadCredential= via %%d; ExecStart=%s", exec)
+	if a, b := sandbox("rsync-ssl.service"), sandbox("rsync-ssl-isolated@.service"); a != b {
+		t.Errorf("the two services' sandboxes differ:\n--- rsync-ssl.service\n%s\n--- rsync-ssl-isolated@.service\n%s", a, b)
 	}
 }

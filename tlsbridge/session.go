@@ -38,6 +38,10 @@ type Server struct {
 	Env []string
 	// RsyncStderr receives rsync's stderr; nil discards it.
 	RsyncStderr io.Writer
+	// ModuleTimeout bounds the time from the end of the handshake to the
+	// client's module line; a client still silent then is ended and its
+	// rsync stopped. 0: no bound (rsync's own "timeout" still applies).
+	ModuleTimeout time.Duration
 	// Logf writes one event line; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
 }
@@ -87,7 +91,20 @@ func (r Result) String() string {
 // copy. Nobody who fails the handshake ever reaches rsync. When ctx is
 // cancelled (the service is stopping) rsync gets SIGTERM, so it can remove
 // its temporary files, and the session winds down.
-func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
+func (s *Server) ServeConn(ctx context.Context, raw net.Conn) Result {
+	return s.serve(ctx, raw, "", nil)
+}
+
+// RefuseConn turns a connection away in rsync's own words, the way rsyncd
+// answers past its "max connections": the TLS handshake (the client could
+// read nothing before it), then a server greeting in the client's protocol
+// and "@ERROR: answer", then close_notify. rsync is never started. why is
+// what the log line says.
+func (s *Server) RefuseConn(ctx context.Context, raw net.Conn, answer string, why error) Result {
+	return s.serve(ctx, raw, answer, why)
+}
+
+func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why error) (res Result) {
 	start := time.Now()
 	// A connection whose PROXY header was read first (activation's
 	// ProxiedConn) started earlier: the handshake deadline counts from
@@ -121,6 +138,11 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		ci.PinOnly, ci.PinName = true, s.Client.PinName(client)
 		res.Identity = PinnedIdentity(client, ci.PinName)
 	}
+	if why != nil {
+		answerRefusal(tc, raw, refuse)
+		res.Err = &RefusedError{Peer: res.Peer, Why: why}
+		return res
+	}
 	env := s.rsyncEnv(ci, res.Peer)
 	child, err := s.startRsync(remote, local, env)
 	if err != nil {
@@ -130,11 +152,14 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	res.Pair = s.Pair.String()
 	defer child.ours.Close()
 
-	bs := s.bridge(ctx, tc, raw, child)
+	bs, idle := s.bridge(ctx, tc, raw, child)
 	res.In, res.Out = bs.In, bs.Out
 	res.RsyncExit = child.reap()
 	res.Module = rsyncd.ModuleRequested(bs.Head)
 	res.Err = s.explainEnd(bs, res)
+	if idle {
+		res.Err = &ModuleTimeoutError{Peer: res.Peer, Identity: res.Identity, After: s.ModuleTimeout}
+	}
 	return res
 }
 
@@ -267,8 +292,9 @@ func (s *Server) startRsync(remote, local netip.AddrPort, env []string) (*rsyncC
 }
 
 // bridge copies both ways until both are done; a cancelled ctx (the
-// service stopping) sends rsync SIGTERM meanwhile.
-func (s *Server) bridge(ctx context.Context, tc *tls.Conn, raw net.Conn, child *rsyncChild) Stats {
+// service stopping) sends rsync SIGTERM meanwhile. idle reports that the
+// client was ended for not naming a module within s.ModuleTimeout.
+func (s *Server) bridge(ctx context.Context, tc *tls.Conn, raw net.Conn, child *rsyncChild) (bs Stats, idle bool) {
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {
@@ -279,7 +305,13 @@ func (s *Server) bridge(ctx context.Context, tc *tls.Conn, raw net.Conn, child *
 		}
 	}()
 	KeepAlive(raw, s.Stall)
-	return Bridge(tc, raw, child.ours.(halfCloser), s.Linger, s.Stall)
+	if s.ModuleTimeout <= 0 {
+		return Bridge(tc, raw, child.ours.(halfCloser), s.Linger, s.Stall), false
+	}
+	mw := watchModule(tc, raw, s.ModuleTimeout)
+	bs = Bridge(mw, raw, child.ours.(halfCloser), s.Linger, s.Stall)
+	mw.stop()
+	return bs, mw.expired()
 }
 
 // reap waits for rsync and returns its exit status. The pair is closed on

@@ -11,6 +11,14 @@ import (
 // aborts before reading @ERROR unless our greeting carries a digest list, so
 // we offer back the client's own list, which it necessarily accepts.
 func PlainClientAnswer(greeting []byte) []byte {
+	return ErrorAnswer(greeting, "this port speaks rsync over TLS; use rsync-ssl or port 873")
+}
+
+// ErrorAnswer is rsyncd's way of turning a client away with msg (e.g. "max
+// connections (64) reached -- try again later"): a server greeting in the
+// protocol of the client's greeting line, then "@ERROR: msg". A malformed
+// or missing greeting gets protocol 32 with md5 and md4.
+func ErrorAnswer(greeting []byte, msg string) []byte {
 	line := greeting
 	if i := bytes.IndexByte(line, '\n'); i >= 0 {
 		line = line[:i]
@@ -25,7 +33,7 @@ func PlainClientAnswer(greeting []byte) []byte {
 	if digests != "" {
 		b.WriteString(" " + digests)
 	}
-	b.WriteString("\n@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873\n")
+	b.WriteString("\n@ERROR: " + msg + "\n")
 	return []byte(b.String())
 }
 

@@ -1,0 +1,104 @@
+package tlsbridge
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"sync/atomic"
+	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
+)
+
+// RefusedError is a connection turned away after its handshake (a limit
+// was reached); Why says which.
+type RefusedError struct {
+	Peer string
+	Why  error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("refused %s after the tls handshake: %v; answered with @ERROR", e.Peer, e.Why)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Why }
+
+// ModuleTimeoutError is a client that completed the handshake and then did
+// not name a module (or ask for the list) in time: it held a connection slot
+// and an rsync while saying nothing.
+type ModuleTimeoutError struct {
+	Peer, Identity string
+	After          time.Duration
+}
+
+func (e *ModuleTimeoutError) Error() string {
+	id := e.Identity
+	if id == "" {
+		id = "-"
+	}
+	return fmt.Sprintf("module line from %s (client=%s): none within %v of the handshake; connection ended and rsync stopped", e.Peer, id, e.After)
+}
+
+// answerRefusal reads the client's greeting (rsync clients send theirs
+// first thing), answers in its protocol with the @ERROR line, and closes
+// with close_notify, so that the client prints the line as rsyncd's own.
+func answerRefusal(tc *tls.Conn, raw net.Conn, answer string) {
+	raw.SetDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReaderSize(tc, 512).ReadSlice('\n')
+	tc.Write(rsyncd.ErrorAnswer(line, answer))
+	tc.CloseWrite()
+	lingerClose(raw)
+}
+
+// moduleWatch passes the client's stream through to the bridge and ends the
+// connection if the client has not finished its module line (the second
+// line it sends, after its greeting) within the bound. Closing the raw
+// socket makes the bridge abort both ways, and rsync, reading EOF where it
+// waits for the module name, exits.
+type moduleWatch struct {
+	halfCloser
+	lines   int // newlines seen; only read by the bridge's reading goroutine
+	done    atomic.Bool
+	timeout atomic.Bool
+	timer   *time.Timer
+}
+
+func watchModule(c halfCloser, raw net.Conn, d time.Duration) *moduleWatch {
+	m := &moduleWatch{halfCloser: c}
+	m.timer = time.AfterFunc(d, func() {
+		if !m.done.Load() {
+			m.timeout.Store(true)
+			raw.Close()
+		}
+	})
+	return m
+}
+
+func (m *moduleWatch) Read(p []byte) (int, error) {
+	n, err := m.halfCloser.Read(p)
+	if !m.done.Load() {
+		for _, b := range p[:n] {
+			if b == '\n' {
+				m.lines++
+			}
+		}
+		if m.lines >= 2 {
+			m.done.Store(true)
+			m.timer.Stop()
+		}
+	}
+	return n, err
+}
+
+// stop ends the watch once the bridge is done; nil-safe.
+func (m *moduleWatch) stop() {
+	if m != nil {
+		m.done.Store(true)
+		m.timer.Stop()
+	}
+}
+
+// expired reports whether the watch ended the connection; nil-safe.
+func (m *moduleWatch) expired() bool { return m != nil && m.timeout.Load() }
