@@ -544,4 +544,3 @@ func TestDescribeRecord(t *testing.T) {
 		}
 	}
 }
-
