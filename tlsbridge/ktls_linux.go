@@ -1,7 +1,7 @@
 package tlsbridge
 
 import (
-	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
@@ -128,7 +128,23 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, n int) ([]byte
 	info = append(info, byte(len(full)))
 	info = append(info, full...)
 	info = append(info, 0) // empty context
-	return hkdf.Expand(h, secret, string(info), n)
+	return hkdfExpand(h, secret, info, n), nil
+}
+
+// hkdfExpand is HKDF-Expand (RFC 5869 section 2.3), written out because
+// crypto/hkdf needs a newer Go than the module's minimum.
+func hkdfExpand(h func() hash.Hash, prk, info []byte, n int) []byte {
+	out := make([]byte, 0, n)
+	var prev []byte
+	for i := byte(1); len(out) < n; i++ {
+		m := hmac.New(h, prk)
+		m.Write(prev)
+		m.Write(info)
+		m.Write([]byte{i})
+		prev = m.Sum(nil)
+		out = append(out, prev...)
+	}
+	return out[:n]
 }
 
 // trafficKeys derives a record-protection key and IV from a TLS 1.3
