@@ -1,6 +1,8 @@
 # rsync-ssl-shim build and test entry points.
 #   make            build ./rsync-ssl-shim
 #   make test       everything: gofmt, vet, unit tests with -race, integration tests
+#   make cross      the binary for Linux, macOS, FreeBSD and Windows (amd64, arm64)
+#                   into dist/: serve is Linux-only, the client commands build everywhere
 #   make demo       a throwaway CA, a module served through real socket activation, pulled with rsync-ssl
 #   make deps       install the Debian packages the tests use (as root), or name them
 
@@ -23,12 +25,27 @@ BENCH_DEBS := openssh-server gnuplot-nox time
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench clean
+.PHONY: all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+# Where rsync users are: the client commands (connect, rsync, check) have no
+# Linux-only code; serve answers on other systems that it is Linux-only.
+CROSS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64 windows/amd64 windows/arm64
+
+cross:
+	@mkdir -p dist; for p in $(CROSS); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  GOOS=$$os GOARCH=$$arch CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/$(BIN)-$$os-$$arch$$ext . || exit 1; \
+	  echo "built dist/$(BIN)-$$os-$$arch$$ext"; \
+	done
+	@# The client packages and their tests, vetted as each system compiles them.
+	@for os in darwin freebsd windows; do \
+	  GOOS=$$os $(GO) vet ./tlsbridge/client ./tlsbridge/certid ./tlsbridge/tlserr ./tlsbridge/rsyncd || exit 1; \
+	done
 
 deps:
 	@missing=""; for p in $(TEST_DEBS); do \
@@ -60,7 +77,7 @@ unit:
 integration:
 	$(GO) test -race -count=1 -timeout 45m ./tests/...
 
-test: deps lint unit integration fuzz
+test: deps lint cross unit integration fuzz
 
 # Each fuzz target for a few seconds; "make stress" runs them for minutes.
 fuzz:
@@ -103,4 +120,4 @@ demo: build
 	./tests/demo.sh ./$(BIN)
 
 clean:
-	rm -f $(BIN)
+	rm -rf $(BIN) dist

@@ -8,45 +8,35 @@ import (
 	"os"
 	"strings"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
-const checkUsage = `Usage: rsync-ssl-shim check [flags] HOST[:PORT] [MODULE]
-       rsync-ssl-shim check [flags] rsyncs://HOST[:PORT]/[MODULE]
-
+var checkHelp = commandHelp{
+	synopsis: "check [flags] HOST[:PORT] [MODULE]\ncheck [flags] rsyncs://HOST[:PORT]/[MODULE]",
+	about: `
 Walks every hop to an rsync-over-TLS server and prints one line per hop with
 its time: name lookup, TCP connect, TLS (version, cipher, certificate subject,
 issuer, names, days to expiry, key pin, verification), the rsync greeting
-(protocol version), then the module list, or with MODULE the module's answer
-(open, needs auth, denied). It stops at the first broken hop and says what to
-try. IPv6 addresses go in brackets when a port follows: [::1]:874.
+(protocol version), then the module list, or with MODULE whether the listing
+has it. A listing is all the daemon logs no error about, so a health check
+leaves the server's log clean; with --open the module is asked for itself
+(open, needs auth, denied), and the daemon logs that session. It stops at the
+first broken hop and says what to try. IPv6 addresses go in brackets when a
+port follows: [::1]:874.
 
 It verifies exactly as "connect" would with the same flags and environment
 (RSYNC_PORT, RSYNC_SSL_PORT, RSYNC_SSL_CA_CERT, RSYNC_SSL_CERT, RSYNC_SSL_KEY,
-RSYNC_SSL_SKIP_HOSTNAME_CHECK); see "rsync-ssl-shim connect --help".
-
-Flags:
-  --json                 print one JSON object instead of lines
-  --port PORT            TLS port (default: the one in the target, else as
-                         connect: $RSYNC_PORT, $RSYNC_SSL_PORT, 874)
-  --ca FILE              trust only these CA certificates (PEM)
-  --cert FILE            client certificate (PEM)
-  --key FILE             its key (PEM)
-  --servername NAME      name for SNI and the certificate check
-  --pin sha256:BASE64    accept exactly this server key (repeatable)
-  --skip-hostname-check  verify the chain but not the name
-  --insecure-skip-verify do not verify the server
-  --connect-timeout D    bound for each hop (default 30s)
-
+RSYNC_SSL_SKIP_HOSTNAME_CHECK).`,
+	after: `
 Exit status: 0 when every hop works, 1 when one is broken, 2 on a usage
-error.
-`
+error.`,
+}
 
 // splitTarget reads HOST, HOST:PORT, [V6], [V6]:PORT, a bare IPv6 address,
 // or an rsyncs:// URL (whose module counts when MODULE is not given).
 func splitTarget(s string) (host, port, module string, err error) {
-	if tlsbridge.IsRsyncsURL(s) {
-		u, err := tlsbridge.ParseRsyncsURL(s)
+	if client.IsRsyncsURL(s) {
+		u, err := client.ParseRsyncsURL(s)
 		return u.Host, u.Port, u.Module, err
 	}
 	h := s
@@ -59,24 +49,26 @@ func splitTarget(s string) (host, port, module string, err error) {
 		h, port, _ = strings.Cut(s, ":")
 	}
 	if port != "" {
-		if port, err = tlsbridge.ParsePort(port); err != nil {
+		if port, err = client.ParsePort(port); err != nil {
 			return "", "", "", fmt.Errorf("%q: %w", s, err)
 		}
 	}
-	host, err = tlsbridge.ParseHost(h)
+	host, err = client.ParseHost(h)
 	return host, port, "", err
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	fs := clientFlagSet("check")
+	fs := newFlagSet("check", checkHelp, stderr)
 	var cf clientFlags
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, "JSON output")
-	if code, done := parseClientFlags(fs, checkUsage, args, stdout, stderr); done {
+	asJSON := fs.Bool("json", false, "print one JSON object instead of lines")
+	open := fs.Bool("open", false, "with MODULE: ask the daemon for the module itself instead of looking for it\nin the listing (tells open, needs auth and denied apart; hidden modules need\nit; the daemon logs the session)")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	usageErr := func(err error) int {
-		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n\n%s", err, checkUsage)
+		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n\n", err)
+		fs.Usage()
 		return exitUsage
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
@@ -96,12 +88,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr(err)
 	}
-	d, err := tlsbridge.NewDialer(o)
+	d, err := client.NewDialer(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n", err)
 		return exitUsage
 	}
-	r := tlsbridge.Check(context.Background(), d, module)
+	r := client.Check(context.Background(), d, client.CheckOptions{Module: module, Open: *open})
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -116,7 +108,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func printReport(w io.Writer, r tlsbridge.Report, warn string) {
+func printReport(w io.Writer, r client.Report, warn string) {
 	for _, h := range r.Hops {
 		status := "ok  "
 		if !h.OK {

@@ -10,11 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
-const connectUsage = `Usage: rsync-ssl-shim connect [flags] [-l USER] HOST [rsync --server --daemon .]
-
+var connectHelp = commandHelp{
+	synopsis: "connect [flags] [-l USER] HOST [rsync --server --daemon .]",
+	about: `
 The --rsh helper for rsync daemon connections over TLS, a drop-in for
 "rsync-ssl --HELPER". rsync runs it; "rsync-ssl-shim rsync" sets that up:
 
@@ -23,42 +25,14 @@ The --rsh helper for rsync daemon connections over TLS, a drop-in for
 It connects to HOST with TLS, checks the server, copies stdin to the server
 and the server to stdout. HOST is a name, an IPv4 address, or an IPv6 address
 bare or in brackets. Names are sent as SNI and must be in the certificate;
-an IP address must be one of its IP names. -l USER (from USER@HOST) is
-accepted and ignored: the daemon asks for the user itself.
-
-Flags (each overrides the environment variable named with it):
-  --port PORT            TLS port. Default: $RSYNC_PORT if set and not 0 (rsync
-                         sets it from rsync://HOST:PORT/), else $RSYNC_SSL_PORT,
-                         else 874
-  --ca FILE              trust only the CA certificates in FILE (PEM).
-                         $RSYNC_SSL_CA_CERT: unset = the system roots; set but
-                         empty = no verification at all (a warning is printed);
-                         a file = that CA
-  --cert FILE            client certificate (PEM), for servers that ask for one.
-                         $RSYNC_SSL_CERT
-  --key FILE             its private key (PEM); default: the --cert file.
-                         $RSYNC_SSL_KEY
-  --servername NAME      name to send as SNI and to find in the certificate,
-                         instead of HOST (for a host reached by address)
-  --pin sha256:BASE64    accept exactly this server key (SHA-256 of its
-                         SubjectPublicKeyInfo; "check" prints it). Repeat for
-                         key rollover. Alone, the pin is the whole check (self-
-                         signed servers); with --ca or RSYNC_SSL_CA_CERT both
-                         must pass
-  --skip-hostname-check  verify the chain but not the name.
-                         $RSYNC_SSL_SKIP_HOSTNAME_CHECK=1
-  --insecure-skip-verify do not verify the server at all (like an empty
-                         RSYNC_SSL_CA_CERT): anyone on the path can read and
-                         change the transfer
-  --connect-timeout D    bound for name lookup, TCP connect, TLS handshake and
-                         the rsync greeting (default 30s)
-  -l USER                passed by rsync for USER@HOST; ignored
-
+an IP address must be one of its IP names. Each flag overrides the
+environment variable named with it.`,
+	after: `
 Exit status: 0 when the server ended the session cleanly (TLS close_notify),
 1 on any failure, with one line on stderr naming the hop (resolve, tcp
 connect, tls handshake, rsync greeting, tls session), the peer and what to
-try; 2 on a usage error.
-`
+try; 2 on a usage error.`,
+}
 
 // clientFlags are the flags "connect" and "check" share.
 type clientFlags struct {
@@ -72,7 +46,7 @@ type pinFlag struct{ f *clientFlags }
 
 func (p pinFlag) String() string { return strings.Join(p.f.pins, ",") }
 func (p pinFlag) Set(s string) error {
-	if _, err := tlsbridge.ParsePin(s); err != nil {
+	if _, err := certid.ParsePin(s); err != nil {
 		return err
 	}
 	p.f.pins = append(p.f.pins, s)
@@ -80,21 +54,21 @@ func (p pinFlag) Set(s string) error {
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.port, "port", "", "TLS port")
-	fs.StringVar(&f.ca, "ca", "", "CA certificates (PEM)")
-	fs.StringVar(&f.cert, "cert", "", "client certificate (PEM)")
-	fs.StringVar(&f.key, "key", "", "client key (PEM)")
-	fs.StringVar(&f.servername, "servername", "", "name for SNI and the certificate check")
-	fs.Var(pinFlag{f}, "pin", "sha256:BASE64 key pin")
-	fs.BoolVar(&f.skipHostname, "skip-hostname-check", false, "verify the chain, not the name")
-	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server")
-	fs.DurationVar(&f.timeout, "connect-timeout", 30*time.Second, "connect bound")
+	fs.StringVar(&f.port, "port", "", "TLS `PORT`. Default: $RSYNC_PORT if set and not 0 (rsync sets it from\nrsync://HOST:PORT/), else $RSYNC_SSL_PORT, else 874")
+	fs.StringVar(&f.ca, "ca", "", "trust only the CA certificates in `FILE` (PEM). $RSYNC_SSL_CA_CERT: unset = the\nsystem roots; set but empty = no verification at all (a warning is printed);\na file = that CA")
+	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM), for servers that ask for one. $RSYNC_SSL_CERT")
+	fs.StringVar(&f.key, "key", "", "its private key `FILE` (PEM); default: the --cert file. $RSYNC_SSL_KEY")
+	fs.StringVar(&f.servername, "servername", "", "`NAME` to send as SNI and to find in the certificate, instead of HOST (for a\nhost reached by address)")
+	fs.Var(pinFlag{f}, "pin", "accept exactly this server key, `sha256:BASE64` (SHA-256 of its\nSubjectPublicKeyInfo; \"check\" prints it). Repeat for key rollover. Alone, the\npin is the whole check (self-signed servers); with --ca or RSYNC_SSL_CA_CERT\nboth must pass")
+	fs.BoolVar(&f.skipHostname, "skip-hostname-check", false, "verify the chain but not the name. $RSYNC_SSL_SKIP_HOSTNAME_CHECK=1")
+	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server at all (like an empty RSYNC_SSL_CA_CERT): anyone on\nthe path can read and change the transfer")
+	fs.DurationVar(&f.timeout, "connect-timeout", 30*time.Second, "bound (`DURATION`) for name lookup, TCP connect, TLS handshake and the rsync\ngreeting; for check, for each hop")
 }
 
 // options merges flags over the rsync-ssl environment. urlPort is a port
 // the user wrote into the target (check's HOST:PORT), between --port and the
 // environment. warn is set when nothing will verify the server.
-func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(string) (string, bool)) (o tlsbridge.ClientOptions, warn string, err error) {
+func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(string) (string, bool)) (o client.Options, warn string, err error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	o.Host = host
@@ -103,7 +77,7 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 
 	switch {
 	case set["port"]:
-		if o.Port, err = tlsbridge.ParsePort(f.port); err != nil {
+		if o.Port, err = client.ParsePort(f.port); err != nil {
 			return o, "", fmt.Errorf("--port: %w", err)
 		}
 	case urlPort != "":
@@ -113,41 +87,41 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		// port in the URL", exactly as rsync-ssl reads it.
 		o.Port = "874"
 		if p, ok := env("RSYNC_PORT"); ok && p != "" && p != "0" {
-			if o.Port, err = tlsbridge.ParsePort(p); err != nil {
+			if o.Port, err = client.ParsePort(p); err != nil {
 				return o, "", fmt.Errorf("RSYNC_PORT: %w", err)
 			}
 		} else if p, ok := env("RSYNC_SSL_PORT"); ok && p != "" {
-			if o.Port, err = tlsbridge.ParsePort(p); err != nil {
+			if o.Port, err = client.ParsePort(p); err != nil {
 				return o, "", fmt.Errorf("RSYNC_SSL_PORT: %w", err)
 			}
 		}
 	}
 
 	for _, s := range f.pins {
-		p, _ := tlsbridge.ParsePin(s) // checked by Set
+		p, _ := certid.ParsePin(s) // checked by Set
 		o.Pins = append(o.Pins, p)
 	}
 	caEnv, caSet := env("RSYNC_SSL_CA_CERT")
 	switch {
 	case f.insecure:
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 		warn = "--insecure-skip-verify"
 	case set["ca"]:
 		if f.ca == "" {
 			return o, "", errors.New("--ca needs a file name (for no verification, --insecure-skip-verify)")
 		}
-		o.Trust, o.CAFile = tlsbridge.TrustCAFile, f.ca
+		o.Trust, o.CAFile = client.TrustCAFile, f.ca
 	case caSet && caEnv == "":
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 		warn = "RSYNC_SSL_CA_CERT is set but empty"
 	case caSet:
-		o.Trust, o.CAFile = tlsbridge.TrustCAFile, caEnv
+		o.Trust, o.CAFile = client.TrustCAFile, caEnv
 	case len(o.Pins) > 0:
 		// A pin names the one key to accept; demanding a public CA as
 		// well would rule out the self-signed servers pins are for.
-		o.Trust = tlsbridge.TrustNone
+		o.Trust = client.TrustNone
 	default:
-		o.Trust = tlsbridge.TrustSystem
+		o.Trust = client.TrustSystem
 	}
 	if len(o.Pins) > 0 {
 		warn = ""
@@ -168,37 +142,19 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 	return o, warn, nil
 }
 
-func clientFlagSet(name string) *flag.FlagSet { return flag.NewFlagSet(name, flag.ContinueOnError) }
-
-// parseFlags runs fs and handles --help; done means return code.
-func parseClientFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) (code int, done bool) {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, usage)
-		return exitOK, true
-	case err != nil:
-		fmt.Fprintf(stderr, "rsync-ssl-shim %s: %v\n\n%s", fs.Name(), err, usage)
-		return exitUsage, true
-	}
-	return 0, false
-}
-
 func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := clientFlagSet("connect")
+	fs := newFlagSet("connect", connectHelp, stderr)
 	var cf clientFlags
 	cf.register(fs)
-	var user string
-	fs.StringVar(&user, "l", "", "user (ignored)")
-	if code, done := parseClientFlags(fs, connectUsage, args, stdout, stderr); done {
+	fs.String("l", "", "`USER`, passed by rsync for USER@HOST; ignored (the daemon asks for the user itself)")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim connect: %v\n", err)
 		return code
 	}
-	tail, err := tlsbridge.ParseHelperTail(fs.Args())
+	tail, err := client.ParseHelperTail(fs.Args())
 	if err != nil {
 		return fail(exitUsage, err)
 	}
@@ -209,7 +165,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if warn != "" {
 		fmt.Fprintf(stderr, "rsync-ssl-shim connect: warning: %s: the server at %s is not verified; anyone on the path can read and change this transfer\n", warn, o.Host)
 	}
-	d, err := tlsbridge.NewDialer(o)
+	d, err := client.NewDialer(o)
 	if err != nil {
 		return fail(exitUsage, err)
 	}
@@ -218,7 +174,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return fail(exitFailure, err)
 	}
 	defer c.Close()
-	if err := tlsbridge.Pump(c, stdin, stdout, o.ConnectTimeout); err != nil {
+	if err := client.Pump(c, stdin, stdout, o.ConnectTimeout); err != nil {
 		return fail(exitFailure, err)
 	}
 	return exitOK

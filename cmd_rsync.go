@@ -7,9 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/client"
 )
 
 const rsyncUsage = `Usage: rsync-ssl-shim rsync [RSYNC ARGS...]
@@ -49,8 +48,8 @@ func rsyncCommand(self string, args, env []string) (argv, newEnv []string, err e
 			// apply to them, so they are checked as targets too.
 		case a == "-e" || strings.HasPrefix(a, "--rsh") || (strings.HasPrefix(a, "-e") && !strings.HasPrefix(a, "--")):
 			return nil, nil, fmt.Errorf("argument %d (%q): --rsh/-e cannot be combined with this command, which sets --rsh itself", i+1, a)
-		case tlsbridge.IsRsyncsURL(a):
-			u, err := tlsbridge.ParseRsyncsURL(a)
+		case client.IsRsyncsURL(a):
+			u, err := client.ParseRsyncsURL(a)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -113,9 +112,5 @@ func runRsync(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim rsync: start rsync: %v (install rsync)\n", err)
 		return exitFailure
 	}
-	// Replace this process, as rsync-ssl does: rsync's signals, exit status
-	// and terminal handling stay its own.
-	err = syscall.Exec(path, argv, env)
-	fmt.Fprintf(stderr, "rsync-ssl-shim rsync: exec %s: %v\n", path, err)
-	return exitFailure
+	return execRsync(path, argv, env, stderr)
 }

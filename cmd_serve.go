@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 const serveAbout = `
@@ -65,7 +68,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var o serveOptions
-	fs := newFlagSet("serve", "serve [flags]", serveAbout, log)
+	fs := newFlagSet("serve", commandHelp{synopsis: "serve [flags]", about: serveAbout}, log)
 	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
 	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
 	fs.StringVar(&o.minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
@@ -83,12 +86,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
 	fs.StringVar(&o.client.Mode, "client-auth", "", "`MODE`: require (refuse clients without a certificate that passes), optional\n(check one if given; without, rsync sees SSL_CLIENT_VERIFY=NONE) or none\n(default: require with --client-ca or --allow-spki, else none)")
-	fs.Var(&o.allowCN, "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; one match\nin any of the allow lists admits; with none, any certificate --client-ca verifies)")
-	fs.Var(&o.allowDNS, "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
-	fs.Var(&o.allowURI, "allow-uri", "admit client certificates with `URI` among their subject alternative names")
-	fs.Var(&o.allowEmail, "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
-	fs.Var(&o.allowSPKI, "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
-	fs.Var(&o.crls, "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
+	fs.Var((*listFlag)(&o.client.AllowCN), "allow-cn", "admit only client certificates whose subject CN is `NAME` (repeatable; one match\nin any of the allow lists admits; with none, any certificate --client-ca verifies)")
+	fs.Var((*listFlag)(&o.client.AllowDNS), "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
+	fs.Var((*listFlag)(&o.client.AllowURI), "allow-uri", "admit client certificates with `URI` among their subject alternative names")
+	fs.Var((*listFlag)(&o.client.AllowEmail), "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
+	fs.Var((*listFlag)(&o.client.AllowSPKI), "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
+	fs.Var((*listFlag)(&o.client.CRLFiles), "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
 	fs.BoolVar(&o.client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
@@ -152,41 +155,36 @@ type serveOptions struct {
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns                                          int
-	client                                            tlsbridge.ClientAuthConfig
-	allowCN, allowDNS, allowURI, allowEmail           listFlag
-	allowSPKI, crls                                   listFlag
+	// client takes the client-certificate flags directly.
+	client tlsbridge.ClientAuthConfig
 }
 
 // buildServer checks the flags that need no connection, loads the
 // certificates and reads the rsync binary, so that a mistake stops serve
 // before any client is accepted.
 func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
-	certs, keys, minTLS, rsyncPath, rsyncConf, rsyncArgs := o.certs, o.keys, o.minTLS, o.rsyncPath, o.rsyncConf, o.rsyncArgs
-	pairName, proxyName, handshake, linger, maxConns, clientCfg := o.pairName, o.proxyName, o.handshake, o.linger, o.maxConns, o.client
-	clientCfg.AllowCN, clientCfg.AllowDNS, clientCfg.AllowURI = o.allowCN, o.allowDNS, o.allowURI
-	clientCfg.AllowEmail, clientCfg.AllowSPKI, clientCfg.CRLFiles = o.allowEmail, o.allowSPKI, o.crls
-	if len(certs) == 0 {
+	if len(o.certs) == 0 {
 		return nil, usageError{"--cert FILE and --key FILE are required"}
 	}
-	if len(certs) != len(keys) {
-		return nil, usageError{fmt.Sprintf("%d --cert but %d --key: give each --cert its --key, in the same order", len(certs), len(keys))}
+	if len(o.certs) != len(o.keys) {
+		return nil, usageError{fmt.Sprintf("%d --cert but %d --key: give each --cert its --key, in the same order", len(o.certs), len(o.keys))}
 	}
-	minV, err := tlsbridge.ParseMinTLS(minTLS)
+	minV, err := tlsbridge.ParseMinTLS(o.minTLS)
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	if handshake <= 0 {
+	if o.handshake <= 0 {
 		return nil, usageError{"--handshake-timeout must be positive"}
 	}
-	if maxConns < 0 {
+	if o.maxConns < 0 {
 		return nil, usageError{"--max-conns must be 0 (no cap) or more"}
 	}
-	if err := tlsbridge.CheckClientAuth(clientCfg); err != nil {
+	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return nil, usageError{err.Error()}
 	}
 	var pairs []tlsbridge.CertPair
-	for i := range certs {
-		pairs = append(pairs, tlsbridge.CertPair{CertFile: certs[i], KeyFile: keys[i]})
+	for i := range o.certs {
+		pairs = append(pairs, tlsbridge.CertPair{CertFile: o.certs[i], KeyFile: o.keys[i]})
 	}
 	store, warns, err := tlsbridge.LoadCerts(pairs)
 	if err != nil {
@@ -195,21 +193,21 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	for _, w := range warns {
 		log.Logf("warning: %s", w)
 	}
-	client, err := tlsbridge.NewClientPolicy(clientCfg)
+	client, err := tlsbridge.NewClientPolicy(o.client)
 	if err != nil {
 		return nil, err
 	}
-	info, err := tlsbridge.ProbeRsync(rsyncPath)
+	info, err := rsyncd.Probe(o.rsyncPath)
 	if err != nil {
 		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
 	}
-	if rsyncConf != "" {
-		if _, err := os.Stat(rsyncConf); err != nil {
+	if o.rsyncConf != "" {
+		if _, err := os.Stat(o.rsyncConf); err != nil {
 			return nil, fmt.Errorf("--rsyncd-conf: %w", err)
 		}
 	}
 	var pair tlsbridge.PairKind
-	switch pairName {
+	switch o.pairName {
 	case "auto", "tcp":
 		// The loopback TCP pair works with every rsync, and measured
 		// faster than AF_UNIX here (tests/bench: 1 GiB 3.26 s against
@@ -222,31 +220,31 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 		}
 		pair = tlsbridge.PairUnix
 	default:
-		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", pairName)}
+		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", o.pairName)}
 	}
-	var proxy tlsbridge.ProxyMode
-	switch proxyName {
+	var proxy rsyncd.ProxyMode
+	switch o.proxyName {
 	case "auto":
 		if proxy, err = info.AutoProxyMode(); err != nil {
 			return nil, err
 		}
 	case "hosts":
-		proxy = tlsbridge.ProxyHosts
+		proxy = rsyncd.ProxyHosts
 	case "plain":
-		proxy = tlsbridge.ProxyPlain
+		proxy = rsyncd.ProxyPlain
 	case "off":
-		proxy = tlsbridge.ProxyOff
+		proxy = rsyncd.ProxyOff
 	default:
-		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", proxyName)}
+		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", o.proxyName)}
 	}
 	return &servePlan{
 		Server: tlsbridge.Server{
 			TLS:              tlsbridge.ServerTLSConfig(store, minV, client),
 			Client:           client,
-			HandshakeTimeout: handshake,
-			Rsync:            tlsbridge.RsyncCommand{Path: info.Path, Conf: rsyncConf, Args: rsyncArgs, Proxy: proxy},
+			HandshakeTimeout: o.handshake,
+			Rsync:            rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy},
 			Pair:             pair,
-			Linger:           linger,
+			Linger:           o.linger,
 			Env:              os.Environ(),
 			Logf:             log.Logf,
 		},
@@ -259,7 +257,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 type servePlan struct {
 	tlsbridge.Server
 	store *tlsbridge.CertStore
-	info  *tlsbridge.RsyncInfo
+	info  *rsyncd.Info
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy

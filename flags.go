@@ -13,17 +13,28 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// newFlagSet returns a FlagSet whose --help lists every flag as
-// "  --name ARG" followed by its description, the form the man page test
-// reads back.
-func newFlagSet(name, synopsis, about string, out io.Writer) *flag.FlagSet {
+// commandHelp is what a command's --help says around its flags.
+type commandHelp struct {
+	synopsis string // after "Usage: rsync-ssl-shim "; more lines for more forms
+	about    string // what the command does
+	after    string // exit status and examples, after the flags
+}
+
+// newFlagSet returns the FlagSet every command uses: its --help prints the
+// synopsis, the text, then each flag as "  --name ARG" followed by its
+// description (the form the man page test reads back), then the rest.
+// Flags are declared once, with their descriptions; nothing else lists them.
+func newFlagSet(name string, h commandHelp, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: rsync-ssl-shim %s\n\n%s\n", synopsis, strings.TrimSpace(about))
+		fmt.Fprintf(w, "Usage: rsync-ssl-shim %s\n\n%s\n", strings.ReplaceAll(h.synopsis, "\n", "\n       rsync-ssl-shim "), strings.TrimSpace(h.about))
 		fmt.Fprintln(w, "\nFlags:")
 		printFlags(w, fs)
+		if h.after != "" {
+			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(h.after))
+		}
 	}
 	return fs
 }
@@ -32,6 +43,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
+		if len(f.Name) == 1 {
+			line = "  -" + f.Name // rsync's own single-letter options
+		}
 		if arg != "" {
 			line += " " + arg
 		}

@@ -1,8 +1,8 @@
 module github.com/rsync-ssl-shim/rsync-ssl-shim
 
-go 1.26.8
+go 1.23.0
 
 require (
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0
+	golang.org/x/sys v0.35.0
 )

@@ -3,11 +3,13 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func checkOut(t *testing.T, env []string, wantCode int, args ...string) string {
@@ -42,24 +44,38 @@ func TestClientCheck(t *testing.T) {
 	target := fmt.Sprintf("localhost:%d", port)
 	ca := []string{"RSYNC_SSL_CA_CERT=" + pki.CA}
 
+	// What "localhost" resolves to is the machine's own business (one
+	// address or both families, in its resolver's order): the check must
+	// print exactly that.
+	addrs, err := net.LookupHost("localhost")
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("this machine cannot resolve localhost: %v", err)
+	}
 	t.Run("healthy listing", func(t *testing.T) {
 		out := checkOut(t, ca, 0, target)
-		wantLines(t, out, "ok    resolve", "localhost -> 127.0.0.1", "ok    tcp", "ok    tls", "TLS 1.3",
+		wantLines(t, out, "ok    resolve", "localhost -> "+strings.Join(addrs, ", "), "ok    tcp", "ok    tls", "TLS 1.3",
 			`subject "CN=localhost"`, `issuer "CN=rsync-ssl-shim test CA"`, "names localhost 127.0.0.1 ::1",
 			"verified: chain against "+pki.CA+", name localhost", "ok    rsync", "protocol 32.0",
 			"ok    module", "modules: secret, closed, data, up", "all 5 hops work")
 	})
+	t.Run("listed module", func(t *testing.T) {
+		wantLines(t, checkOut(t, ca, 0, target, "data"), "module data: listed", "all 5 hops work")
+	})
 	t.Run("open module", func(t *testing.T) {
-		wantLines(t, checkOut(t, ca, 0, target, "data"), "module data: open")
+		wantLines(t, checkOut(t, ca, 0, "--open", target, "data"), "module data: open")
 	})
 	t.Run("module needs auth", func(t *testing.T) {
-		wantLines(t, checkOut(t, ca, 0, target, "secret"), "module secret: needs auth")
+		wantLines(t, checkOut(t, ca, 0, "--open", target, "secret"), "module secret: needs auth")
 	})
 	t.Run("module denied", func(t *testing.T) {
-		wantLines(t, checkOut(t, ca, 1, target, "closed"), "FAIL  module", "denied: @ERROR: access denied to closed")
+		wantLines(t, checkOut(t, ca, 1, "--open", target, "closed"), "FAIL  module", "denied: @ERROR: access denied to closed")
+	})
+	t.Run("module not listed", func(t *testing.T) {
+		wantLines(t, checkOut(t, ca, 1, target, "hidden"), "FAIL  module", "not in the module listing", "try: a module with \"list = no\" is hidden: pass --open")
 	})
 	t.Run("unknown module", func(t *testing.T) {
-		wantLines(t, checkOut(t, ca, 1, fmt.Sprintf("rsyncs://127.0.0.1:%d/nope", port)), "FAIL  module", "Unknown module 'nope'",
+		wantLines(t, checkOut(t, ca, 1, fmt.Sprintf("rsyncs://127.0.0.1:%d/nope", port)), "FAIL  module", "not in the module listing")
+		wantLines(t, checkOut(t, ca, 1, "--open", fmt.Sprintf("rsyncs://127.0.0.1:%d/nope", port)), "FAIL  module", "Unknown module 'nope'",
 			"try: run check without MODULE")
 	})
 	t.Run("json", func(t *testing.T) {
@@ -105,7 +121,41 @@ func TestClientCheck(t *testing.T) {
 		wantLines(t, checkOut(t, ca, 1, "no-such-host.invalid"), "FAIL  resolve", "no such host")
 	})
 	t.Run("usage", func(t *testing.T) {
+		checkOut(t, nil, 2, "--no-such-flag", target)
 		checkOut(t, nil, 2)
 		checkOut(t, nil, 2, "host:notaport")
 	})
+}
+
+// TestClientCheckLeavesRsyncLogClean runs the health checks an admin would
+// schedule against a healthy module and reads rsync's own log: no error or
+// warning may appear, and each rsync must have ended by itself.
+func TestClientCheckLeavesRsyncLogClean(t *testing.T) {
+	pki := newPKI(t)
+	rd := newClientRsyncd(t)
+	port := startStunnelRsync(t, pki.Cert, pki.Key, rd, "127.0.0.1")
+	target := fmt.Sprintf("localhost:%d", port)
+	ca := []string{"RSYNC_SSL_CA_CERT=" + pki.CA}
+	checkOut(t, ca, 0, target)
+	wantLines(t, checkOut(t, ca, 0, target, "data"), "module data: listed")
+	wantLines(t, checkOut(t, ca, 0, "--open", target, "data"), "module data: open")
+	// rsync writes its last log line as it exits, after the client has
+	// seen the end: wait (bounded) for the --open session's last line.
+	var log string
+	for i := 0; i < 50; i++ {
+		b, _ := os.ReadFile(rd.Log)
+		log = string(b)
+		if strings.Count(log, "module-list request") >= 2 && strings.Contains(log, "sent 0 bytes") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Count(log, "module-list request") < 2 || !strings.Contains(log, "rsync allowed access on module data") {
+		t.Fatalf("rsync's log does not show the three checks:\n%s", log)
+	}
+	for _, bad := range []string{"error", "warning", "unexpectedly", "read only", "failed"} {
+		if strings.Contains(strings.ToLower(log), bad) {
+			t.Errorf("rsync's log mentions %q after healthy checks:\n%s", bad, log)
+		}
+	}
 }

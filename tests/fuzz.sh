@@ -12,8 +12,11 @@ GO=${GO:-go}
 report=${FUZZ_REPORT:-}
 [ -n "$report" ] && : > "$report"
 status=0
-printf '%-44s %14s\n' target executions
-for pkg in ./tlsbridge ./activation; do
+printf '%-56s %14s\n' target executions
+# Every package of the module but the integration tests, as go list names
+# them, so a package added later is fuzzed without editing this list.
+mod=$($GO list -m)
+for pkg in $($GO list ./... | grep -v "/tests$" | sed "s|^$mod|.|"); do
 	for target in $($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		out=$($GO test -run '^$' -fuzz "^${target}\$" -fuzztime "${secs}s" "$pkg" 2>&1) || {
 			echo "$out"
@@ -22,7 +25,7 @@ for pkg in ./tlsbridge ./activation; do
 			continue
 		}
 		execs=$(printf '%s\n' "$out" | sed -n 's/.*execs: \([0-9]*\).*/\1/p' | tail -n 1)
-		printf '%-44s %14s\n' "${pkg#./}.$target" "${execs:-?}"
+		printf '%-56s %14s\n' "${pkg#./}.$target" "${execs:-?}"
 		[ -n "$report" ] && printf '%s %s %s\n' "${pkg#./}.$target" "${execs:-?}" "$secs" >> "$report"
 	done
 done

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // copyBuf is large enough that one read from the pair becomes one TLS
@@ -64,7 +66,7 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger, stall time.D
 	)
 	abort := func(err error) {
 		errMu.Lock()
-		if st.Err == nil && err != nil && !(done && isTimeout(err)) {
+		if st.Err == nil && err != nil && !(done && tlserr.IsTimeout(err)) {
 			st.Err = err
 		}
 		errMu.Unlock()
@@ -184,7 +186,7 @@ func (w stallWriter) Write(p []byte) (int, error) {
 	}
 	w.c.SetWriteDeadline(time.Now().Add(w.d))
 	n, err := w.c.Write(p)
-	if err != nil && isTimeout(err) {
+	if err != nil && tlserr.IsTimeout(err) {
 		err = fmt.Errorf("%s %w: no progress writing to it for %v", w.peer, ErrStalled, w.d)
 	}
 	return n, err
@@ -204,9 +206,4 @@ func KeepAlive(c net.Conn, d time.Duration) {
 	idle := min(d/2, time.Minute)
 	interval := max(min(d/8, 15*time.Second), time.Second)
 	kc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: max(idle, time.Second), Interval: interval, Count: 4})
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

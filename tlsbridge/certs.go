@@ -2,6 +2,7 @@ package tlsbridge
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -163,11 +164,10 @@ func loadPair(p CertPair) (*tls.Certificate, error) {
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "does not match") {
-			return nil, fmt.Errorf("--key %s does not belong to --cert %s (%s)", p.KeyFile, p.CertFile, strings.TrimPrefix(msg, "tls: "))
+		if keyMismatch(certPEM, keyPEM) {
+			return nil, fmt.Errorf("--key %s does not belong to --cert %s (its public key is not the certificate's)", p.KeyFile, p.CertFile)
 		}
-		return nil, fmt.Errorf("--cert %s / --key %s: %s", p.CertFile, p.KeyFile, strings.TrimPrefix(msg, "tls: "))
+		return nil, fmt.Errorf("--cert %s / --key %s: %s", p.CertFile, p.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
 	}
 	if c.Leaf == nil {
 		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
@@ -186,6 +186,42 @@ func encryptedPEM(b []byte) bool {
 		}
 		if blk.Type == "ENCRYPTED PRIVATE KEY" || blk.Headers["Proc-Type"] == "4,ENCRYPTED" {
 			return true
+		}
+	}
+}
+
+// keyMismatch reports a well-formed certificate and key that are not a
+// pair, told apart from other X509KeyPair failures by comparing the keys
+// rather than by crypto/tls's message.
+func keyMismatch(certPEM, keyPEM []byte) bool {
+	cb := firstPEM(certPEM, func(t string) bool { return t == "CERTIFICATE" })
+	kb := firstPEM(keyPEM, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") })
+	if cb == nil || kb == nil {
+		return false
+	}
+	leaf, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return false
+	}
+	var key any
+	if key, err = x509.ParsePKCS8PrivateKey(kb.Bytes); err != nil {
+		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+			if key, err = x509.ParsePKCS1PrivateKey(kb.Bytes); err != nil {
+				return false
+			}
+		}
+	}
+	signer, ok := key.(crypto.Signer)
+	pub, ok2 := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ok2 && !pub.Equal(signer.Public())
+}
+
+// firstPEM returns the first block of b whose type is wanted.
+func firstPEM(b []byte, want func(string) bool) *pem.Block {
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil || want(blk.Type) {
+			return blk
 		}
 	}
 }

@@ -1,44 +1,24 @@
 package tlsbridge
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/internal/testpki"
 )
 
-// selfSigned writes a certificate for names and its key into dir.
+// selfSigned writes a self-signed certificate for names and its key into dir.
 func selfSigned(t *testing.T, dir, base string, notAfter time.Time, names ...string) CertPair {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     notAfter,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	p := CertPair{CertFile: filepath.Join(dir, base+".pem"), KeyFile: filepath.Join(dir, base+".key")}
-	os.WriteFile(p.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(p.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
-	return p
+	c, key := (*testpki.CA)(nil).Issue(t, testpki.Leaf{CN: names[0], DNS: names, NotAfter: notAfter,
+		EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	cf, kf := testpki.WritePair(t, dir, base, c, key)
+	return CertPair{CertFile: cf, KeyFile: kf}
 }
 
 func TestLoadCertsErrorsNameTheFile(t *testing.T) {

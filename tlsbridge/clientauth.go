@@ -12,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // ClientAuthMode is what the server asks of a client's certificate.
@@ -83,7 +86,7 @@ func ParseClientAuth(s string) (ClientAuthMode, error) {
 }
 
 // resolve checks that the flags fit together and fills in the default mode.
-func (c ClientAuthConfig) resolve() (ClientAuthMode, map[Pin]bool, error) {
+func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]bool, error) {
 	mode := ClientAuthNone
 	if c.CAFile != "" || len(c.AllowSPKI) > 0 {
 		mode = ClientAuthRequire
@@ -146,9 +149,9 @@ func (c ClientAuthConfig) resolve() (ClientAuthMode, map[Pin]bool, error) {
 			}
 		}
 	}
-	pins := map[Pin]bool{}
+	pins := map[certid.Pin]bool{}
 	for _, s := range c.AllowSPKI {
-		h, err := ParsePin(s)
+		h, err := certid.ParsePin(s)
 		if err != nil {
 			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: %v; a refused client's log line shows its key's pin, or run\n"+
 				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", err)}
@@ -171,7 +174,7 @@ func CheckClientAuth(c ClientAuthConfig) error {
 type ClientPolicy struct {
 	cfg      ClientAuthConfig
 	mode     ClientAuthMode
-	pins     map[Pin]bool
+	pins     map[certid.Pin]bool
 	allowCN  map[string]bool
 	allowDNS map[string]bool
 	allowURI map[string]bool
@@ -392,7 +395,7 @@ func readCRLs(name, caFile string, cas []*x509.Certificate) ([]*loadedCRL, error
 			}
 		}
 		if issuer == nil {
-			dn := logText(FormatDN(rl.RawIssuer))
+			dn := certid.LogText(certid.FormatDN(rl.RawIssuer))
 			if sigErr != nil {
 				return nil, fmt.Errorf("--crl %s: signature does not verify against its issuer %s in --client-ca: %v", name, dn, sigErr)
 			}
@@ -454,7 +457,7 @@ func (p *ClientPolicy) Check(certs []*x509.Certificate) error {
 	m := p.cur.Load()
 	now := p.now()
 	refuse := func(format string, args ...any) error {
-		return &ClientCertError{Subject: logText(FormatDN(leaf.RawSubject)), Serial: FormatSerial(leaf), Reason: fmt.Sprintf(format, args...)}
+		return &ClientCertError{Subject: certid.LogText(certid.FormatDN(leaf.RawSubject)), Serial: certid.FormatSerial(leaf), Reason: fmt.Sprintf(format, args...)}
 	}
 	// The leaf's own dates first, as crypto/x509 does, so that an
 	// expired certificate is called expired whoever issued it.
@@ -480,7 +483,7 @@ func (p *ClientPolicy) Check(certs []*x509.Certificate) error {
 			var ci x509.CertificateInvalidError
 			switch {
 			case errors.As(err, &ua):
-				return refuse("issued by %s, which is not in --client-ca", logText(FormatDN(leaf.RawIssuer)))
+				return refuse("issued by %s, which is not in --client-ca", certid.LogText(certid.FormatDN(leaf.RawIssuer)))
 			case errors.As(err, &ci) && ci.Reason == x509.IncompatibleUsage:
 				return refuse("not meant for client authentication (its extended key usage lacks clientAuth)")
 			}
@@ -510,7 +513,7 @@ func (p *ClientPolicy) revoked(m *clientMaterial, chains [][]*x509.Certificate, 
 				if at, ok := l.revoked[c.SerialNumber.String()]; ok {
 					who := "revoked"
 					if i > 0 {
-						who = fmt.Sprintf("its issuer %s is revoked", logText(FormatDN(c.RawSubject)))
+						who = fmt.Sprintf("its issuer %s is revoked", certid.LogText(certid.FormatDN(c.RawSubject)))
 					}
 					return fmt.Sprintf("%s %s (--crl %s)", who, at.UTC().Format(time.RFC3339), l.file)
 				}
@@ -532,7 +535,7 @@ func stale(l *loadedCRL, now time.Time) bool {
 func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 	var lists []string
 	if len(p.allowCN) > 0 {
-		if cn, ok := FirstCN(leaf.RawSubject); ok && p.allowCN[cn] {
+		if cn, ok := certid.FirstCN(leaf.RawSubject); ok && p.allowCN[cn] {
 			return ""
 		}
 		lists = append(lists, "--allow-cn")
@@ -562,7 +565,7 @@ func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 		lists = append(lists, "--allow-email")
 	}
 	if len(p.pins) > 0 {
-		if p.pins[PinOf(leaf)] {
+		if p.pins[certid.PinOf(leaf)] {
 			return ""
 		}
 		lists = append(lists, "--allow-spki")
@@ -573,7 +576,7 @@ func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 	why := "not in " + strings.Join(lists, " or ")
 	if len(p.pins) > 0 {
 		// The admin who means to pin this client reads its pin here.
-		why += " (its key is " + PinOf(leaf).String() + ")"
+		why += " (its key is " + certid.PinOf(leaf).String() + ")"
 	}
 	return why
 }
@@ -609,7 +612,7 @@ func ExplainClientCert(err error) (msg string, ok bool) {
 	if errors.As(err, &ce) {
 		return ce.Error(), true
 	}
-	if strings.Contains(err.Error(), "client didn't provide a certificate") {
+	if tlserr.NoClientCertificate(err) {
 		return noCertReason, true
 	}
 	return "", false

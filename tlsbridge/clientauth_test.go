@@ -3,158 +3,23 @@ package tlsbridge
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/internal/testpki"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
 )
-
-// clientTestCA is a CA for the unit tests, made at run time.
-type clientTestCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string
-}
-
-func newClientTestCA(t *testing.T, dir, cn string, parent *clientTestCA) *clientTestCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Test"}},
-		NotBefore:             time.Now().Add(-48 * time.Hour),
-		NotAfter:              time.Now().Add(48 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	signer, signKey := tmpl, key
-	if parent != nil {
-		signer, signKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	f := filepath.Join(dir, strings.ReplaceAll(cn, " ", "_")+".pem")
-	os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	return &clientTestCA{cert: c, key: key, file: f}
-}
-
-type leafOpts struct {
-	cn        string
-	subject   *pkix.Name
-	dns       []string
-	uris      []string
-	emails    []string
-	notBefore time.Time
-	notAfter  time.Time
-	serial    int64
-	eku       []x509.ExtKeyUsage
-	key       *ecdsa.PrivateKey
-}
-
-// issue makes a leaf signed by ca (self-signed if ca is nil).
-func (ca *clientTestCA) issue(t *testing.T, o leafOpts) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key := o.key
-	if key == nil {
-		var err error
-		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:   big.NewInt(o.serial),
-		Subject:        pkix.Name{CommonName: o.cn},
-		DNSNames:       o.dns,
-		EmailAddresses: o.emails,
-		NotBefore:      o.notBefore,
-		NotAfter:       o.notAfter,
-		KeyUsage:       x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:    o.eku,
-	}
-	if o.subject != nil {
-		tmpl.Subject = *o.subject
-	}
-	if o.serial == 0 {
-		tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	}
-	if tmpl.ExtKeyUsage == nil {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	if tmpl.NotBefore.IsZero() {
-		tmpl.NotBefore = time.Now().Add(-time.Hour)
-	}
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = time.Now().Add(time.Hour)
-	}
-	for _, u := range o.uris {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	parent, signKey := tmpl, key
-	if ca != nil {
-		parent, signKey = ca.cert, ca.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key
-}
-
-// crl writes a CRL by ca revoking serials; pem selects the encoding.
-func (ca *clientTestCA) crl(t *testing.T, dir, name string, nextUpdate time.Time, asPEM bool, serials ...*big.Int) string {
-	t.Helper()
-	var entries []x509.RevocationListEntry
-	for _, s := range serials {
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute).Truncate(time.Second)})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    big.NewInt(time.Now().UnixNano()),
-		ThisUpdate:                time.Now().Add(-2 * time.Hour),
-		NextUpdate:                nextUpdate,
-		RevokedCertificateEntries: entries,
-	}, ca.cert, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(dir, name)
-	b := der
-	if asPEM {
-		b = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-	}
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
 
 func TestClientAuthUsage(t *testing.T) {
 	pin := "sha256:" + strings.Repeat("A", 43) + "="
@@ -209,29 +74,29 @@ func TestClientAuthUsage(t *testing.T) {
 
 func TestClientPolicyCheck(t *testing.T) {
 	dir := t.TempDir()
-	root := newClientTestCA(t, dir, "Root CA", nil)
-	inter := newClientTestCA(t, dir, "Issuing CA", root)
-	other := newClientTestCA(t, dir, "Other CA", nil)
+	root := testpki.NewCA(t, dir, "Root CA", nil)
+	inter := testpki.NewCA(t, dir, "Issuing CA", root)
+	other := testpki.NewCA(t, dir, "Other CA", nil)
 	// The bundle holds the root and the intermediate (which signs the
 	// intermediate's CRL).
 	bundle := filepath.Join(dir, "bundle.pem")
-	a, _ := os.ReadFile(root.file)
-	b, _ := os.ReadFile(inter.file)
+	a, _ := os.ReadFile(root.File)
+	b, _ := os.ReadFile(inter.File)
 	os.WriteFile(bundle, append(a, b...), 0o600)
 
-	good, _ := inter.issue(t, leafOpts{cn: "host-a", dns: []string{"Host-A.example.org"}, uris: []string{"spiffe://example.org/host/a"}, emails: []string{"Backup@Example.ORG"}})
-	byRoot, _ := root.issue(t, leafOpts{cn: "host-r"})
-	revoked, _ := inter.issue(t, leafOpts{cn: "host-revoked", serial: 4242})
-	foreign, _ := other.issue(t, leafOpts{cn: "host-a"})
-	expired, _ := inter.issue(t, leafOpts{cn: "old", notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
-	future, _ := inter.issue(t, leafOpts{cn: "new", notBefore: time.Now().Add(24 * time.Hour), notAfter: time.Now().Add(48 * time.Hour)})
-	serverOnly, _ := inter.issue(t, leafOpts{cn: "web", eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	selfSigned, _ := (*clientTestCA)(nil).issue(t, leafOpts{cn: "laptop"})
-	selfExpired, _ := (*clientTestCA)(nil).issue(t, leafOpts{cn: "laptop", notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
+	good, _ := inter.Issue(t, testpki.Leaf{CN: "host-a", DNS: []string{"Host-A.example.org"}, URIs: []string{"spiffe://example.org/host/a"}, Emails: []string{"Backup@Example.ORG"}})
+	byRoot, _ := root.Issue(t, testpki.Leaf{CN: "host-r"})
+	revoked, _ := inter.Issue(t, testpki.Leaf{CN: "host-revoked", Serial: 4242})
+	foreign, _ := other.Issue(t, testpki.Leaf{CN: "host-a"})
+	expired, _ := inter.Issue(t, testpki.Leaf{CN: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	future, _ := inter.Issue(t, testpki.Leaf{CN: "new", NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)})
+	serverOnly, _ := inter.Issue(t, testpki.Leaf{CN: "web", EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	selfSigned, _ := (*testpki.CA)(nil).Issue(t, testpki.Leaf{CN: "laptop"})
+	selfExpired, _ := (*testpki.CA)(nil).Issue(t, testpki.Leaf{CN: "laptop", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
 
-	freshCRL := inter.crl(t, dir, "fresh.crl", time.Now().Add(24*time.Hour), true, big.NewInt(4242))
-	staleCRL := inter.crl(t, dir, "stale.crl", time.Now().Add(-time.Hour), false)
-	chain := func(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c, inter.cert} }
+	freshCRL := inter.CRL(t, dir, "fresh.crl", time.Now().Add(24*time.Hour), true, big.NewInt(4242))
+	staleCRL := inter.CRL(t, dir, "stale.crl", time.Now().Add(-time.Hour), false)
+	chain := func(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c, inter.Cert} }
 
 	tests := []struct {
 		name  string
@@ -240,35 +105,35 @@ func TestClientPolicyCheck(t *testing.T) {
 		want  string // "" admits; else a substring of the refusal
 		warn  string
 	}{
-		{"good", ClientAuthConfig{CAFile: root.file}, chain(good), "", ""},
-		{"good-by-root", ClientAuthConfig{CAFile: root.file}, []*x509.Certificate{byRoot}, "", ""},
-		{"missing-intermediate", ClientAuthConfig{CAFile: root.file}, []*x509.Certificate{good}, "issued by CN=Issuing CA,O=Test, which is not in --client-ca", ""},
-		{"other-ca", ClientAuthConfig{CAFile: root.file}, []*x509.Certificate{foreign}, "client certificate CN=host-a serial=", ""},
-		{"other-ca-reason", ClientAuthConfig{CAFile: root.file}, []*x509.Certificate{foreign}, "refused: issued by CN=Other CA,O=Test, which is not in --client-ca", ""},
-		{"expired", ClientAuthConfig{CAFile: root.file}, chain(expired), "refused: expired " + expired.NotAfter.UTC().Format(time.RFC3339), ""},
-		{"not-yet-valid", ClientAuthConfig{CAFile: root.file}, chain(future), "refused: not valid before " + future.NotBefore.UTC().Format(time.RFC3339), ""},
-		{"server-only-eku", ClientAuthConfig{CAFile: root.file}, chain(serverOnly), "not meant for client authentication", ""},
+		{"good", ClientAuthConfig{CAFile: root.File}, chain(good), "", ""},
+		{"good-by-root", ClientAuthConfig{CAFile: root.File}, []*x509.Certificate{byRoot}, "", ""},
+		{"missing-intermediate", ClientAuthConfig{CAFile: root.File}, []*x509.Certificate{good}, "issued by CN=Issuing CA,O=Test, which is not in --client-ca", ""},
+		{"other-ca", ClientAuthConfig{CAFile: root.File}, []*x509.Certificate{foreign}, "client certificate CN=host-a serial=", ""},
+		{"other-ca-reason", ClientAuthConfig{CAFile: root.File}, []*x509.Certificate{foreign}, "refused: issued by CN=Other CA,O=Test, which is not in --client-ca", ""},
+		{"expired", ClientAuthConfig{CAFile: root.File}, chain(expired), "refused: expired " + expired.NotAfter.UTC().Format(time.RFC3339), ""},
+		{"not-yet-valid", ClientAuthConfig{CAFile: root.File}, chain(future), "refused: not valid before " + future.NotBefore.UTC().Format(time.RFC3339), ""},
+		{"server-only-eku", ClientAuthConfig{CAFile: root.File}, chain(serverOnly), "not meant for client authentication", ""},
 		{"revoked", ClientAuthConfig{CAFile: bundle, CRLFiles: []string{freshCRL}}, chain(revoked), "serial=1092 refused: revoked ", ""},
 		{"not-revoked", ClientAuthConfig{CAFile: bundle, CRLFiles: []string{freshCRL}}, chain(good), "", ""},
 		{"stale-warns", ClientAuthConfig{CAFile: bundle, CRLFiles: []string{staleCRL}}, chain(good), "", "--crl " + staleCRL + " is past its next update"},
 		{"stale-strict", ClientAuthConfig{CAFile: bundle, CRLFiles: []string{staleCRL}, CRLStrict: true}, chain(good), "--crl " + staleCRL + " is past its next update", ""},
 		{"stale-other-issuer", ClientAuthConfig{CAFile: bundle, CRLFiles: []string{staleCRL}, CRLStrict: true}, []*x509.Certificate{byRoot}, "", ""},
-		{"allow-cn", ClientAuthConfig{CAFile: root.file, AllowCN: []string{"host-b", "host-a"}}, chain(good), "", ""},
-		{"allow-cn-miss", ClientAuthConfig{CAFile: root.file, AllowCN: []string{"host-b"}}, chain(good), "client certificate CN=host-a serial=" + FormatSerial(good) + " refused: not in --allow-cn", ""},
-		{"allow-cn-case", ClientAuthConfig{CAFile: root.file, AllowCN: []string{"HOST-A"}}, chain(good), "not in --allow-cn", ""},
-		{"allow-dns", ClientAuthConfig{CAFile: root.file, AllowDNS: []string{"host-a.example.org."}}, chain(good), "", ""},
-		{"allow-dns-miss", ClientAuthConfig{CAFile: root.file, AllowDNS: []string{"host-b.example.org"}, AllowCN: []string{"x"}}, chain(good), "not in --allow-cn or --allow-dns", ""},
-		{"allow-uri", ClientAuthConfig{CAFile: root.file, AllowURI: []string{"spiffe://example.org/host/a"}}, chain(good), "", ""},
-		{"allow-uri-miss", ClientAuthConfig{CAFile: root.file, AllowURI: []string{"spiffe://example.org/host/b"}}, chain(good), "not in --allow-uri", ""},
-		{"allow-email", ClientAuthConfig{CAFile: root.file, AllowEmail: []string{"Backup@example.org"}}, chain(good), "", ""},
-		{"allow-email-local-part", ClientAuthConfig{CAFile: root.file, AllowEmail: []string{"backup@example.org"}}, chain(good), "not in --allow-email", ""},
-		{"allow-spki", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(good).String()}}, chain(good), "", ""},
-		{"allow-spki-miss", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(byRoot).String()}}, chain(good), "not in --allow-spki (its key is " + PinOf(good).String() + ")", ""},
-		{"allow-spki-needs-ca-too", ClientAuthConfig{CAFile: root.file, AllowSPKI: []string{PinOf(foreign).String()}}, []*x509.Certificate{foreign}, "which is not in --client-ca", ""},
-		{"pin-only", ClientAuthConfig{AllowSPKI: []string{PinOf(selfSigned).String()}}, []*x509.Certificate{selfSigned}, "", ""},
-		{"pin-only-ca-issued", ClientAuthConfig{AllowSPKI: []string{PinOf(good).String()}}, chain(good), "", ""},
-		{"pin-only-miss", ClientAuthConfig{AllowSPKI: []string{PinOf(good).String()}}, []*x509.Certificate{selfSigned}, "client certificate CN=laptop serial=" + FormatSerial(selfSigned) + " refused: not in --allow-spki", ""},
-		{"pin-only-expired", ClientAuthConfig{AllowSPKI: []string{PinOf(selfExpired).String()}}, []*x509.Certificate{selfExpired}, "refused: expired", ""},
+		{"allow-cn", ClientAuthConfig{CAFile: root.File, AllowCN: []string{"host-b", "host-a"}}, chain(good), "", ""},
+		{"allow-cn-miss", ClientAuthConfig{CAFile: root.File, AllowCN: []string{"host-b"}}, chain(good), "client certificate CN=host-a serial=" + certid.FormatSerial(good) + " refused: not in --allow-cn", ""},
+		{"allow-cn-case", ClientAuthConfig{CAFile: root.File, AllowCN: []string{"HOST-A"}}, chain(good), "not in --allow-cn", ""},
+		{"allow-dns", ClientAuthConfig{CAFile: root.File, AllowDNS: []string{"host-a.example.org."}}, chain(good), "", ""},
+		{"allow-dns-miss", ClientAuthConfig{CAFile: root.File, AllowDNS: []string{"host-b.example.org"}, AllowCN: []string{"x"}}, chain(good), "not in --allow-cn or --allow-dns", ""},
+		{"allow-uri", ClientAuthConfig{CAFile: root.File, AllowURI: []string{"spiffe://example.org/host/a"}}, chain(good), "", ""},
+		{"allow-uri-miss", ClientAuthConfig{CAFile: root.File, AllowURI: []string{"spiffe://example.org/host/b"}}, chain(good), "not in --allow-uri", ""},
+		{"allow-email", ClientAuthConfig{CAFile: root.File, AllowEmail: []string{"Backup@example.org"}}, chain(good), "", ""},
+		{"allow-email-local-part", ClientAuthConfig{CAFile: root.File, AllowEmail: []string{"backup@example.org"}}, chain(good), "not in --allow-email", ""},
+		{"allow-spki", ClientAuthConfig{CAFile: root.File, AllowSPKI: []string{certid.PinOf(good).String()}}, chain(good), "", ""},
+		{"allow-spki-miss", ClientAuthConfig{CAFile: root.File, AllowSPKI: []string{certid.PinOf(byRoot).String()}}, chain(good), "not in --allow-spki (its key is " + certid.PinOf(good).String() + ")", ""},
+		{"allow-spki-needs-ca-too", ClientAuthConfig{CAFile: root.File, AllowSPKI: []string{certid.PinOf(foreign).String()}}, []*x509.Certificate{foreign}, "which is not in --client-ca", ""},
+		{"pin-only", ClientAuthConfig{AllowSPKI: []string{certid.PinOf(selfSigned).String()}}, []*x509.Certificate{selfSigned}, "", ""},
+		{"pin-only-ca-issued", ClientAuthConfig{AllowSPKI: []string{certid.PinOf(good).String()}}, chain(good), "", ""},
+		{"pin-only-miss", ClientAuthConfig{AllowSPKI: []string{certid.PinOf(good).String()}}, []*x509.Certificate{selfSigned}, "client certificate CN=laptop serial=" + certid.FormatSerial(selfSigned) + " refused: not in --allow-spki", ""},
+		{"pin-only-expired", ClientAuthConfig{AllowSPKI: []string{certid.PinOf(selfExpired).String()}}, []*x509.Certificate{selfExpired}, "refused: expired", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -301,12 +166,12 @@ func TestClientPolicyCheck(t *testing.T) {
 
 func TestClientPolicyNoCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "CA", nil)
-	req, _ := NewClientPolicy(ClientAuthConfig{CAFile: ca.file})
+	ca := testpki.NewCA(t, dir, "CA", nil)
+	req, _ := NewClientPolicy(ClientAuthConfig{CAFile: ca.File})
 	if err := req.VerifyConnection(tls.ConnectionState{}); err == nil || !strings.Contains(err.Error(), "client sent no certificate") {
 		t.Errorf("require without a certificate: %v", err)
 	}
-	opt, _ := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, Mode: "optional", AllowCN: []string{"a"}})
+	opt, _ := NewClientPolicy(ClientAuthConfig{CAFile: ca.File, Mode: "optional", AllowCN: []string{"a"}})
 	if err := opt.VerifyConnection(tls.ConnectionState{}); err != nil {
 		t.Errorf("optional without a certificate: %v", err)
 	}
@@ -318,15 +183,15 @@ func TestClientPolicyNoCertificate(t *testing.T) {
 
 func TestClientPolicyFiles(t *testing.T) {
 	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "CA", nil)
-	other := newClientTestCA(t, dir, "Other", nil)
+	ca := testpki.NewCA(t, dir, "CA", nil)
+	other := testpki.NewCA(t, dir, "Other", nil)
 	junk := filepath.Join(dir, "junk")
 	os.WriteFile(junk, []byte("not a crl"), 0o600)
 	empty := filepath.Join(dir, "empty.pem")
 	os.WriteFile(empty, []byte("nothing\n"), 0o600)
-	otherCRL := other.crl(t, dir, "other.crl", time.Now().Add(time.Hour), true)
-	derCRL := ca.crl(t, dir, "ca.der", time.Now().Add(time.Hour), false, big.NewInt(7))
-	pemCRL := ca.crl(t, dir, "ca.pem.crl", time.Now().Add(time.Hour), true, big.NewInt(7))
+	otherCRL := other.CRL(t, dir, "other.crl", time.Now().Add(time.Hour), true)
+	derCRL := ca.CRL(t, dir, "ca.der", time.Now().Add(time.Hour), false, big.NewInt(7))
+	pemCRL := ca.CRL(t, dir, "ca.pem.crl", time.Now().Add(time.Hour), true, big.NewInt(7))
 
 	for _, tc := range []struct {
 		cfg  ClientAuthConfig
@@ -334,9 +199,9 @@ func TestClientPolicyFiles(t *testing.T) {
 	}{
 		{ClientAuthConfig{CAFile: filepath.Join(dir, "missing.pem")}, "--client-ca: open "},
 		{ClientAuthConfig{CAFile: empty}, "--client-ca " + empty + ": no PEM certificate in it"},
-		{ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{junk}}, "--crl " + junk + ": not a CRL"},
-		{ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{otherCRL}}, "--crl " + otherCRL + ": issued by CN=Other,O=Test, which is not a certificate in --client-ca " + ca.file},
-		{ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{derCRL, pemCRL}}, ""},
+		{ClientAuthConfig{CAFile: ca.File, CRLFiles: []string{junk}}, "--crl " + junk + ": not a CRL"},
+		{ClientAuthConfig{CAFile: ca.File, CRLFiles: []string{otherCRL}}, "--crl " + otherCRL + ": issued by CN=Other,O=Test, which is not a certificate in --client-ca " + ca.File},
+		{ClientAuthConfig{CAFile: ca.File, CRLFiles: []string{derCRL, pemCRL}}, ""},
 	} {
 		_, err := NewClientPolicy(tc.cfg)
 		if tc.want == "" {
@@ -354,24 +219,24 @@ func TestClientPolicyFiles(t *testing.T) {
 	}
 
 	// A CRL that claims our CA's name but was signed by another key.
-	impostor := &clientTestCA{cert: ca.cert, key: other.key}
+	impostor := &testpki.CA{Cert: ca.Cert, Key: other.Key}
 	forged := filepath.Join(dir, "forged.crl")
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, impostor.cert, impostor.key)
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, impostor.Cert, impostor.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(forged, der, 0o600)
-	if _, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{forged}}); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
+	if _, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.File, CRLFiles: []string{forged}}); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
 		t.Errorf("forged CRL: %v", err)
 	}
 }
 
 func TestClientPolicyReload(t *testing.T) {
 	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "CA", nil)
-	leaf, _ := ca.issue(t, leafOpts{cn: "a", serial: 99})
-	crl := ca.crl(t, dir, "ca.crl", time.Now().Add(time.Hour), true)
-	p, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, CRLFiles: []string{crl}})
+	ca := testpki.NewCA(t, dir, "CA", nil)
+	leaf, _ := ca.Issue(t, testpki.Leaf{CN: "a", Serial: 99})
+	crl := ca.CRL(t, dir, "ca.crl", time.Now().Add(time.Hour), true)
+	p, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.File, CRLFiles: []string{crl}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +247,7 @@ func TestClientPolicyReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The CA reissues its CRL with the leaf revoked.
-	ca.crl(t, dir, "ca.crl", time.Now().Add(time.Hour), true, big.NewInt(99))
+	ca.CRL(t, dir, "ca.crl", time.Now().Add(time.Hour), true, big.NewInt(99))
 	os.Chtimes(crl, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
 	if !p.Changed() {
 		t.Fatal("Changed missed the new CRL")
@@ -403,133 +268,12 @@ func TestClientPolicyReload(t *testing.T) {
 	}
 }
 
-func TestFormatDN(t *testing.T) {
-	bmp := asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: []byte{0, 'B', 0, 0xe9}}
-	tests := []struct {
-		name pkix.Name
-		want string
-	}{
-		{pkix.Name{CommonName: "host-a"}, "CN=host-a"},
-		{pkix.Name{Country: []string{"DE"}, Organization: []string{"Example Corp"}, OrganizationalUnit: []string{"Backup"}, CommonName: "host-a"}, "CN=host-a,OU=Backup,O=Example Corp,C=DE"},
-		{pkix.Name{CommonName: "a,b+c"}, `CN=a\,b\+c`},
-		{pkix.Name{CommonName: " #lead"}, `CN=\ #lead`},
-		{pkix.Name{CommonName: "#x"}, `CN=\#x`},
-		{pkix.Name{CommonName: "trail "}, `CN=trail\ `},
-		{pkix.Name{CommonName: "new\nline"}, `CN=new\0Aline`},
-		{pkix.Name{CommonName: "ünï"}, "CN=ünï"},
-		{pkix.Name{CommonName: `q"<>;\`}, `CN=q\"\<\>\;\\`},
-		{pkix.Name{CommonName: "x", ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, Value: "a@b.example"}}}, "emailAddress=a@b.example,CN=x"},
-		{pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{1, 2, 3, 4}, Value: 5}}}, "1.2.3.4=#020105"},
-		{pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: bmp}}}, "CN=Bé"},
-	}
-	for _, tc := range tests {
-		raw, err := asn1.Marshal(tc.name.ToRDNSequence())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := FormatDN(raw); got != tc.want {
-			t.Errorf("FormatDN(%v) = %q, want %q", tc.name, got, tc.want)
-		}
-	}
-	// A multi-valued RDN joins with "+", its values reversed as OpenSSL
-	// prints them (DER sorts a SET: CN's shorter encoding comes first).
-	seq := pkix.RDNSequence{
-		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: "Org"}},
-		{{Type: oidCN, Value: "a"}, {Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, Value: "u1"}},
-	}
-	raw, _ := asn1.Marshal(seq)
-	if got := FormatDN(raw); got != "UID=u1+CN=a,O=Org" {
-		t.Errorf("multi-valued RDN: %q", got)
-	}
-	if cn, ok := FirstCN(raw); !ok || cn != "a" {
-		t.Errorf("FirstCN = %q, %v", cn, ok)
-	}
-	if got := FormatDN([]byte{1, 2}); got != "#0102" {
-		t.Errorf("unparsable name: %q", got)
-	}
-}
-
-// TestFormatDNMatchesOpenSSL checks FormatDN against what mod_ssl prints:
-// OpenSSL's X509_NAME_print_ex with XN_FLAG_RFC2253 minus ESC_MSB.
-func TestFormatDNMatchesOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed")
-	}
-	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "Cross Check CA", nil)
-	for i, n := range []pkix.Name{
-		{Country: []string{"DE"}, Province: []string{"Berlin"}, Locality: []string{"Berlin"}, Organization: []string{"Example Corp"}, OrganizationalUnit: []string{"Backup"}, CommonName: "host-a.example.org"},
-		{CommonName: "a,b+c;d", Organization: []string{" lead", "trail "}},
-		{CommonName: "ünïcødé 日本", ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, Value: "ops@example.org"}, {Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, Value: "example"}}},
-	} {
-		c, _ := ca.issue(t, leafOpts{subject: &n})
-		f := filepath.Join(dir, "c.pem")
-		os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600)
-		out, err := exec.Command(openssl, "x509", "-in", f, "-noout", "-subject", "-nameopt", "RFC2253,-esc_msb").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := strings.TrimSuffix(strings.TrimPrefix(string(out), "subject="), "\n")
-		if got := FormatDN(c.RawSubject); got != want {
-			t.Errorf("%d: FormatDN = %q, openssl = %q", i, got, want)
-		}
-	}
-}
-
-func TestFormatSerialAndTime(t *testing.T) {
-	for _, tc := range []struct {
-		n    *big.Int
-		want string
-	}{
-		{big.NewInt(10), "0A"}, {big.NewInt(0), "0"}, {big.NewInt(0x1234), "1234"}, {big.NewInt(-5), "-05"},
-		{new(big.Int).Lsh(big.NewInt(1), 64), "010000000000000000"},
-	} {
-		if got := FormatSerial(&x509.Certificate{SerialNumber: tc.n}); got != tc.want {
-			t.Errorf("FormatSerial(%v) = %q, want %q", tc.n, got, tc.want)
-		}
-	}
-	tm := time.Date(2026, 1, 2, 15, 4, 5, 0, time.FixedZone("X", 3600))
-	if got := FormatCertTime(tm); got != "Jan  2 14:04:05 2026 GMT" {
-		t.Errorf("FormatCertTime = %q", got)
-	}
-	// mod_ssl's day padding puts two spaces inside the value; the
-	// sanitizer takes them (only leading and trailing ones are refused).
-	if !SafeEnvValue(FormatCertTime(tm)) || !SafeEnvValue(FormatCertTime(tm.AddDate(0, 0, 20))) {
-		t.Error("a validity date does not pass SafeEnvValue")
-	}
-}
-
-// TestPinMatchesOpenSSL: an --allow-spki pin is what the documented
-// openssl pipeline prints for the client's certificate.
-func TestPinMatchesOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
-	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "CA", nil)
-	c, _ := ca.issue(t, leafOpts{cn: "x"})
-	f := filepath.Join(dir, "c.pem")
-	os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600)
-	out, err := exec.Command("sh", "-c", "openssl x509 -in "+f+" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := "sha256:" + strings.TrimSpace(string(out))
-	if got := PinOf(c).String(); got != pin {
-		t.Errorf("openssl pipeline gives %s, PinOf %s", pin, got)
-	}
-	if p, err := ParsePin(pin); err != nil || p != PinOf(c) {
-		t.Errorf("ParsePin(%s) = %v, %v", pin, p, err)
-	}
-}
-
 func TestRsyncEnvClient(t *testing.T) {
 	dir := t.TempDir()
-	ca := newClientTestCA(t, dir, "Env CA", nil)
-	c, _ := ca.issue(t, leafOpts{subject: &pkix.Name{CommonName: "host-a", Organization: []string{"Example"}}, serial: 0x1a2b,
-		dns: []string{"host-a.example.org", "bad/name.example", "host-a"}, uris: []string{"urn:example:host-a", "spiffe://example.org/host/a"},
-		notBefore: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), notAfter: time.Date(2027, 3, 14, 5, 6, 7, 0, time.UTC)})
+	ca := testpki.NewCA(t, dir, "Env CA", nil)
+	c, _ := ca.Issue(t, testpki.Leaf{Subject: &pkix.Name{CommonName: "host-a", Organization: []string{"Example"}}, Serial: 0x1a2b,
+		DNS: []string{"host-a.example.org", "bad/name.example", "host-a"}, URIs: []string{"urn:example:host-a", "spiffe://example.org/host/a"},
+		NotBefore: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), NotAfter: time.Date(2027, 3, 14, 5, 6, 7, 0, time.UTC)})
 	base := []string{"PATH=/usr/bin", "SSL_CLIENT_VERIFY=SUCCESS", "SSL_CLIENT_S_DN_CN=forged"}
 	ci := ConnInfo{Remote: netip.MustParseAddrPort("203.0.113.7:51234"), Local: netip.MustParseAddrPort("192.0.2.1:874"), Client: c}
 	env, dropped := RsyncEnv(base, ci)
@@ -556,7 +300,7 @@ func TestRsyncEnvClient(t *testing.T) {
 
 	// Unsafe CNs: the CN and the DN are left out, the rest stays.
 	for _, cn := range []string{"../../etc", "$(id)", "new\nline", strings.Repeat("x", 300)} {
-		c, _ := ca.issue(t, leafOpts{cn: cn})
+		c, _ := ca.Issue(t, testpki.Leaf{CN: cn})
 		env, dropped := RsyncEnv(nil, ConnInfo{Client: c})
 		joined := strings.Join(env, "\n")
 		if strings.Contains(joined, "SSL_CLIENT_S_DN") || !strings.Contains(joined, "SSL_CLIENT_VERIFY=SUCCESS") || !strings.Contains(joined, "SSL_CLIENT_M_SERIAL=") {
@@ -576,24 +320,6 @@ func TestRsyncEnvClient(t *testing.T) {
 	}
 }
 
-func TestLogText(t *testing.T) {
-	for in, want := range map[string]string{
-		"CN=host-a,O=Example": "CN=host-a,O=Example",
-		"CN=$(id)":            "CN=$(id)",
-		"CN=a\nb":             `"CN=a\nb"`,
-		`CN=a"b`:              `"CN=a\"b"`,
-		"CN=ü":                "CN=ü",
-	} {
-		if got := logText(in); got != want {
-			t.Errorf("logText(%q) = %q, want %q", in, got, want)
-		}
-	}
-	long := logText("CN=" + strings.Repeat("x", 300))
-	if !strings.HasSuffix(long, `"...(303 bytes)`) || len(long) > maxLogText+30 {
-		t.Errorf("long: %q", long)
-	}
-}
-
 // TestHandshakeRefusal runs real handshakes through ServerTLSConfig: a
 // refused client gets an alert and the server error explains the rule.
 func TestHandshakeRefusal(t *testing.T) {
@@ -603,10 +329,10 @@ func TestHandshakeRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newClientTestCA(t, dir, "Client CA", nil)
-	good, goodKey := ca.issue(t, leafOpts{cn: "host-a"})
-	other, otherKey := ca.issue(t, leafOpts{cn: "host-b"})
-	policy, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.file, AllowCN: []string{"host-a"}})
+	ca := testpki.NewCA(t, dir, "Client CA", nil)
+	good, goodKey := ca.Issue(t, testpki.Leaf{CN: "host-a"})
+	other, otherKey := ca.Issue(t, testpki.Leaf{CN: "host-b"})
+	policy, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.File, AllowCN: []string{"host-a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +345,7 @@ func TestHandshakeRefusal(t *testing.T) {
 			alertWant string
 		}{
 			{"good", good, goodKey, "", ""},
-			{"not-allowed", other, otherKey, "client certificate CN=host-b serial=" + FormatSerial(other) + " refused: not in --allow-cn", "bad certificate"},
+			{"not-allowed", other, otherKey, "client certificate CN=host-b serial=" + certid.FormatSerial(other) + " refused: not in --allow-cn", "bad certificate"},
 			{"no-cert", nil, nil, "client sent no certificate; --client-auth require needs one", map[uint16]string{tls.VersionTLS12: "handshake failure", tls.VersionTLS13: "certificate required"}[ver]},
 		} {
 			t.Run(VersionName(ver)+"/"+tc.name, func(t *testing.T) {

@@ -6,36 +6,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
-
-// maxEnvValue bounds every exported value: rsyncd.conf expands %VAR% into
-// paths and commands, and nothing we export needs more.
-const maxEnvValue = 256
-
-// SafeEnvValue says whether v may be exported to rsync. rsync expands %VAR%
-// in rsyncd.conf values (path = /srv/%SSL_CLIENT_S_DN_CN%) and passes the
-// environment to its exec hooks, so a value must not be able to climb out
-// of a directory, reach a shell, or forge a log line: no "/", no "..", no
-// shell metacharacters, no control bytes, bounded length. A value outside
-// the set is left out and logged, never altered: a mangled identity could
-// collide with someone else's.
-func SafeEnvValue(v string) bool {
-	if v == "" || len(v) > maxEnvValue || strings.Contains(v, "..") {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte(" ._-:@=,+", c) >= 0:
-		default:
-			return false
-		}
-	}
-	// A leading "-" could be taken as an option by a hook; a leading or
-	// trailing space is lost or misread by most configuration parsers.
-	return v[0] != '-' && v[0] != ' ' && v[len(v)-1] != ' '
-}
 
 // ConnInfo is what we know about a connection once TLS is up.
 type ConnInfo struct {
@@ -55,7 +28,7 @@ var ownedPrefixes = []string{"PROTO=", "TCPREMOTE", "TCPLOCAL", "SSL_", "LISTEN_
 
 // RsyncEnv returns base without our names, plus the UCSPI (PROTO, TCP*) and
 // mod_ssl (SSL_*) variables for this connection. dropped names the
-// variables left out because their value failed SafeEnvValue.
+// variables left out because their value failed rsyncd.SafeEnvValue.
 func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 	env = make([]string, 0, len(base)+11)
 	hasPath := false
@@ -78,7 +51,7 @@ func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 		if v == "" {
 			return
 		}
-		if !SafeEnvValue(v) {
+		if !rsyncd.SafeEnvValue(v) {
 			dropped = append(dropped, k)
 			return
 		}
@@ -87,7 +60,7 @@ func RsyncEnv(base []string, ci ConnInfo) (env, dropped []string) {
 	if !hasPath {
 		// rsync's exec hooks run through /bin/sh; give them the
 		// usual search path when the service manager gave none.
-		env = append(env, "PATH="+DefaultPath)
+		env = append(env, "PATH="+rsyncd.DefaultPath)
 	}
 	add("PROTO", "TCP")
 	add("TCPREMOTEIP", ci.Remote.Addr().Unmap().String())

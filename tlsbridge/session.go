@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 // Server bridges TLS connections to a fresh rsync each.
@@ -21,7 +25,7 @@ type Server struct {
 	// (ServerTLSConfig), nil for none.
 	Client           *ClientPolicy
 	HandshakeTimeout time.Duration
-	Rsync            RsyncCommand
+	Rsync            rsyncd.Command
 	Pair             PairKind
 	// Linger bounds how long the client may keep its side open after
 	// rsync is done.
@@ -99,40 +103,71 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	defer func() { res.Duration = time.Since(start) }()
 	defer raw.Close()
 
-	fail := func(hop, format string, args ...any) Result {
-		res.Err = fmt.Errorf("%s with %s: %s", hop, res.Peer, fmt.Sprintf(format, args...))
+	tc, err := s.handshake(ctx, raw, start.Add(s.HandshakeTimeout))
+	if err != nil {
+		res.Err = fmt.Errorf("tls handshake with %s: %w", res.Peer, err)
 		return res
 	}
+	st := tc.ConnectionState()
+	res.SNI, res.Version, res.Cipher = st.ServerName, VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
+	client, err := s.admit(st, res.Peer)
+	if err != nil {
+		res.Err = fmt.Errorf("tls handshake with %s: %w", res.Peer, err)
+		return res
+	}
+	res.Identity = ClientIdentity(client)
 
-	deadline := start.Add(s.HandshakeTimeout)
+	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
+	env := s.rsyncEnv(ConnInfo{Remote: remote, Local: local, State: st, Client: client}, res.Peer)
+	child, err := s.startRsync(remote, local, env)
+	if err != nil {
+		res.Err = fmt.Errorf("start rsync with %s: %w", res.Peer, err)
+		return res
+	}
+	res.Pair = s.Pair.String()
+	defer child.ours.Close()
+
+	bs := s.bridge(ctx, tc, raw, child)
+	res.In, res.Out = bs.In, bs.Out
+	res.RsyncExit = child.reap()
+	res.Module = rsyncd.ModuleRequested(bs.Head)
+	res.Err = s.explainEnd(bs, res)
+	return res
+}
+
+// handshake reads the client's first bytes, answers whatever is not TLS in
+// its own protocol, and runs the TLS handshake (with the client-certificate
+// policy inside it) by deadline.
+func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time) (*tls.Conn, error) {
 	pc, kind, err := sniff(newQuickAckConn(raw), deadline)
 	if err != nil {
-		return fail("tls handshake", "reading the client hello: %v", err)
+		return nil, fmt.Errorf("reading the client hello: %w", err)
+	}
+	answer := func(reply []byte) {
+		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		raw.Write(reply)
+		lingerClose(raw)
 	}
 	switch kind {
 	case KindTLS:
 	case KindEmpty:
-		return fail("tls handshake", "client closed the connection without sending anything")
+		return nil, errors.New("client closed the connection without sending anything")
 	case KindSilent:
-		return fail("tls handshake", "client sent nothing within %v", s.HandshakeTimeout)
+		return nil, fmt.Errorf("client sent nothing within %v", s.HandshakeTimeout)
 	case KindPlainRsync:
-		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		raw.Write(plainRsyncAnswer(pc.buf))
-		lingerClose(raw)
-		return fail("tls handshake", "plain rsync client (%q) on the TLS port; answered with @ERROR", firstLine(pc.buf))
+		answer(rsyncd.PlainClientAnswer(pc.buf))
+		return nil, fmt.Errorf("plain rsync client (%q) on the TLS port; answered with @ERROR", firstLine(pc.buf))
 	case KindHTTP:
-		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(raw, httpAnswer)
-		lingerClose(raw)
-		return fail("tls handshake", "HTTP request (%q) on the TLS port; answered 400", firstLine(pc.buf))
+		answer([]byte(httpAnswer))
+		return nil, fmt.Errorf("HTTP request (%q) on the TLS port; answered 400", firstLine(pc.buf))
 	case KindSSH:
-		return fail("tls handshake", "SSH client (%q) on the TLS port", firstLine(pc.buf))
+		return nil, fmt.Errorf("SSH client (%q) on the TLS port", firstLine(pc.buf))
 	case KindProxy:
-		return fail("tls handshake", "PROXY protocol header from a peer not in --trusted-proxy")
+		return nil, errors.New("PROXY protocol header from a peer not in --trusted-proxy")
 	case KindSSLv2:
-		return fail("tls handshake", "client sent an SSLv2-format hello (an SSLv2/SSLv3-era client); TLS 1.2 or newer is required")
+		return nil, errors.New("client sent an SSLv2-format hello (an SSLv2/SSLv3-era client); TLS 1.2 or newer is required")
 	default:
-		return fail("tls handshake", "not a TLS client hello (first bytes: %s)", describeFirstBytes(pc.buf))
+		return nil, fmt.Errorf("not a TLS client hello (first bytes: %s)", describeFirstBytes(pc.buf))
 	}
 
 	hello := append([]byte(nil), pc.buf...)
@@ -146,108 +181,138 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 			// last flight unread would send a reset that can
 			// overtake it, and the client would see a reset instead.
 			lingerClose(raw)
-			return fail("tls handshake", "%s", msg)
+			return nil, errors.New(msg)
 		}
-		return fail("tls handshake", "%s", explainHandshake(err, s.HandshakeTimeout, hello))
+		return nil, errors.New(explainHandshake(err, s.HandshakeTimeout, hello))
 	}
 	raw.SetDeadline(time.Time{})
-	st := tc.ConnectionState()
-	res.SNI, res.Version, res.Cipher = st.ServerName, VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
+	return tc, nil
+}
 
+// admit returns the client certificate the policy admitted (nil for none)
+// and logs its warnings.
+func (s *Server) admit(st tls.ConnectionState, peer string) (*x509.Certificate, error) {
+	if s.Client == nil {
+		return nil, nil
+	}
 	// The handshake succeeded, so s.Client's VerifyConnection admitted
 	// this certificate (TLS carries the same policy). A TLS config not
 	// built by ServerTLSConfig with it is checked here: late, with no
 	// alert, but still before rsync exists.
-	if s.Client != nil && s.TLS.VerifyConnection == nil {
+	if s.TLS.VerifyConnection == nil {
 		if err := s.Client.VerifyConnection(st); err != nil {
 			msg, _ := ExplainClientCert(err)
-			return fail("tls handshake", "%s", msg)
+			return nil, errors.New(msg)
 		}
 	}
-	var client *x509.Certificate
-	if s.Client != nil && len(st.PeerCertificates) > 0 {
-		client = st.PeerCertificates[0]
-		for _, w := range s.Client.Warnings(st.PeerCertificates) {
-			s.Logf("%s: warning: %s", res.Peer, w)
-		}
+	if len(st.PeerCertificates) == 0 {
+		return nil, nil
 	}
-	res.Identity = ClientIdentity(client)
+	for _, w := range s.Client.Warnings(st.PeerCertificates) {
+		s.Logf("%s: warning: %s", peer, w)
+	}
+	return st.PeerCertificates[0], nil
+}
 
-	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
-	env, dropped := RsyncEnv(s.Env, ConnInfo{Remote: remote, Local: local, State: st, Client: client})
+// rsyncEnv is the environment rsync starts with; what it leaves out is
+// logged.
+func (s *Server) rsyncEnv(ci ConnInfo, peer string) []string {
+	env, dropped := RsyncEnv(s.Env, ci)
 	for _, k := range dropped {
-		s.Logf("%s: %s left out of rsync's environment: its value has characters rsyncd.conf and hooks cannot take safely", res.Peer, k)
+		s.Logf("%s: %s left out of rsync's environment: its value has characters rsyncd.conf and hooks cannot take safely", peer, k)
 	}
+	return env
+}
 
+// rsyncChild is a started rsync and our end of its socket pair.
+type rsyncChild struct {
+	cmd    *exec.Cmd
+	ours   net.Conn
+	waited chan error
+}
+
+// startRsync makes the socket pair, writes the PROXY header into it and
+// starts rsync on the other end.
+func (s *Server) startRsync(remote, local netip.AddrPort, env []string) (*rsyncChild, error) {
 	pair, err := NewPair(s.Pair)
 	if err != nil {
-		return fail("start rsync", "%v", err)
+		return nil, err
 	}
-	res.Pair = s.Pair.String()
-	defer pair.Ours.Close()
 	// The PROXY header goes into the pair before rsync runs; the kernel
 	// buffers it, and rsync reads it first thing.
-	pair.Ours.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if s.Rsync.Proxy != ProxyOff {
-		if _, err := pair.Ours.Write(ProxyV2Header(remote, local)); err != nil {
+	if s.Rsync.Proxy != rsyncd.ProxyOff {
+		pair.Ours.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, err := pair.Ours.Write(ProxyV2Header(remote, local))
+		pair.Ours.SetWriteDeadline(time.Time{})
+		if err != nil {
 			pair.Theirs.Close()
-			return fail("start rsync", "writing the PROXY header: %v", err)
+			pair.Ours.Close()
+			return nil, fmt.Errorf("writing the PROXY header: %w", err)
 		}
 	}
-	pair.Ours.SetWriteDeadline(time.Time{})
-
 	cmd, err := s.Rsync.Start(pair.Theirs, pair.TrustAs, env, s.RsyncStderr)
 	// rsync holds its own copy now; ours must go, or rsync's exit would
 	// never look like EOF to the bridge.
 	pair.Theirs.Close()
 	if err != nil {
-		return fail("start rsync", "%v", err)
+		pair.Ours.Close()
+		return nil, err
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	child := &rsyncChild{cmd: cmd, ours: pair.Ours, waited: make(chan error, 1)}
+	go func() { child.waited <- cmd.Wait() }()
+	return child, nil
+}
 
+// bridge copies both ways until both are done; a cancelled ctx (the
+// service stopping) sends rsync SIGTERM meanwhile.
+func (s *Server) bridge(ctx context.Context, tc *tls.Conn, raw net.Conn, child *rsyncChild) Stats {
 	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
 		select {
 		case <-ctx.Done():
-			cmd.Process.Signal(syscall.SIGTERM)
+			child.cmd.Process.Signal(syscall.SIGTERM)
 		case <-stopped:
 		}
 	}()
-
 	KeepAlive(raw, s.Stall)
-	bs := Bridge(tc, raw, pair.Ours.(halfCloser), s.Linger, s.Stall)
-	close(stopped)
-	res.In, res.Out = bs.In, bs.Out
+	return Bridge(tc, raw, child.ours.(halfCloser), s.Linger, s.Stall)
+}
 
-	// The pair is closed on both sides by now, so rsync is on its way
-	// out; one that still lingers (blocked on a disk, say) is asked to
-	// stop, then made to.
+// reap waits for rsync and returns its exit status. The pair is closed on
+// both sides by now, so rsync is on its way out; one that still lingers
+// (blocked on a disk, say) is asked to stop, then made to.
+func (c *rsyncChild) reap() int {
 	var werr error
 	select {
-	case werr = <-waited:
+	case werr = <-c.waited:
 	case <-time.After(10 * time.Second):
-		cmd.Process.Signal(syscall.SIGTERM)
+		c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case werr = <-waited:
+		case werr = <-c.waited:
 		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			werr = <-waited
+			c.cmd.Process.Kill()
+			werr = <-c.waited
 		}
 	}
-	res.RsyncExit = ExitStatus(werr)
-	res.Module = ModuleRequested(bs.Head)
+	return rsyncd.ExitStatus(werr)
+}
+
+// explainEnd says why a served connection failed, nil when it did not:
+// rsync's own status is reported as is, but an rsync that exited before
+// saying anything is named as the hop that failed.
+func (s *Server) explainEnd(bs Stats, res Result) error {
 	switch {
 	case bs.Err != nil:
-		res.Err = fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
+		return fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	case res.Out == 0 && res.RsyncExit != 0:
 		hint := ""
 		if s.Pair == PairUnix {
 			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
 		}
-		res.Err = fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", res.Peer, res.RsyncExit, hint)
+		return fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", res.Peer, res.RsyncExit, hint)
 	}
-	return res
+	return nil
 }
 
 // lingerClose gives an answer we wrote a moment to reach the client before
@@ -259,24 +324,6 @@ func lingerClose(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-}
-
-// ModuleRequested reads the module a client asked for from the start of
-// its stream: the greeting line, then the module name, or "#list" (an empty
-// line from old clients) for a listing.
-func ModuleRequested(head []byte) string {
-	lines := strings.SplitN(string(head), "\n", 3)
-	if len(lines) < 3 || !strings.HasPrefix(lines[0], "@RSYNCD: ") {
-		return ""
-	}
-	m := strings.TrimRight(lines[1], "\r")
-	if m == "" {
-		return "#list"
-	}
-	if !SafeEnvValue(m) && m != "#list" {
-		return "(unprintable)"
-	}
-	return m
 }
 
 // Listing reports whether the client only asked for the module list. rsync

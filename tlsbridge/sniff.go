@@ -1,13 +1,11 @@
 package tlsbridge
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -117,65 +115,6 @@ func sniff(c net.Conn, deadline time.Time) (*peekedConn, Kind, error) {
 			return pc, KindOther, err
 		}
 	}
-}
-
-// plainRsyncAnswer reads a plain rsync client's greeting line and builds the
-// reply that makes that client print our message: a server greeting in the
-// protocol the client announced, then an @ERROR line. A protocol-32 client
-// aborts before reading @ERROR unless our greeting carries a digest list, so
-// we offer back the client's own list, which it necessarily accepts.
-func plainRsyncAnswer(greeting []byte) []byte {
-	line := greeting
-	if i := bytes.IndexByte(line, '\n'); i >= 0 {
-		line = line[:i]
-	}
-	ver, digests := ParseRsyncGreeting(string(line))
-	if ver == "" {
-		ver = "32.0"
-		digests = "md5 md4"
-	}
-	var b strings.Builder
-	b.WriteString("@RSYNCD: " + ver)
-	if digests != "" {
-		b.WriteString(" " + digests)
-	}
-	b.WriteString("\n@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873\n")
-	return []byte(b.String())
-}
-
-// ParseRsyncGreeting splits "@RSYNCD: 32.0 sha512 md5" into the protocol
-// ("32.0") and the digest list ("sha512 md5"). It returns empty strings for
-// anything that is not a well-formed greeting; digest names are limited to
-// [a-z0-9] so nothing odd is echoed back.
-func ParseRsyncGreeting(line string) (version, digests string) {
-	line = strings.TrimRight(line, "\r\n")
-	rest, ok := strings.CutPrefix(line, "@RSYNCD: ")
-	if !ok {
-		return "", ""
-	}
-	fields := strings.Fields(rest)
-	if len(fields) == 0 || len(fields) > 32 {
-		return "", ""
-	}
-	major, minor, hasMinor := strings.Cut(fields[0], ".")
-	if !allDigits(major, 3) || (hasMinor && !allDigits(minor, 3)) {
-		return "", ""
-	}
-	var ds []string
-	for _, d := range fields[1:] {
-		if len(d) == 0 || len(d) > 16 || strings.Trim(d, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
-			return "", ""
-		}
-		ds = append(ds, d)
-	}
-	return fields[0], strings.Join(ds, " ")
-}
-
-func allDigits(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	return strings.Trim(s, "0123456789") == ""
 }
 
 const httpAnswer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 56\r\n\r\nthis port speaks rsync over TLS (rsync-ssl), not HTTP.\r\n"

@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Client dialer: resolve, TCP, TLS, each step its own hop so that "connect"
 // can say which one broke and "check" can time them.
@@ -13,9 +13,10 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
 // FailKind classifies a client failure, for check's JSON and for tests.
@@ -70,13 +71,13 @@ func FailKindOf(err error) FailKind {
 
 // Dialer opens TLS connections to one server with one policy.
 type Dialer struct {
-	Opts   ClientOptions
+	Opts   Options
 	Config *tls.Config
 }
 
 // NewDialer builds the TLS configuration for o.
-func NewDialer(o ClientOptions) (*Dialer, error) {
-	cfg, err := ClientConfig(o)
+func NewDialer(o Options) (*Dialer, error) {
+	cfg, err := TLSConfig(o)
 	if err != nil {
 		return nil, err
 	}
@@ -232,19 +233,15 @@ func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {
 	return he
 }
 
-// alertHint says what to try about a TLS alert from the server. crypto/tls
-// reports those as a net.OpError "remote error" around an unexported type,
-// so the alert's text is all there is to go by.
+// alertHint says what to try about a TLS alert from the server.
 func alertHint(err error) string {
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "remote error" {
-		return ""
-	}
-	msg := oe.Err.Error()
+	a, ok := tlserr.RemoteAlert(err)
 	switch {
-	case strings.Contains(msg, "certificate"), strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "access denied"):
+	case !ok:
+		return ""
+	case a.IsCertificate():
 		return "the server wants a client certificate it trusts: pass --cert/--key or set RSYNC_SSL_CERT/RSYNC_SSL_KEY"
-	case strings.Contains(msg, "protocol version"), strings.Contains(msg, "insufficient security"), strings.Contains(msg, "handshake failure"):
+	case a.IsNegotiation():
 		return "the server and this client share no TLS version or cipher (this client needs TLS 1.2 or newer)"
 	}
 	return "the server's log says why"

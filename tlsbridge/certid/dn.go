@@ -1,7 +1,6 @@
-package tlsbridge
+package certid
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/binary"
@@ -218,58 +217,13 @@ func FormatCertTime(t time.Time) string {
 	return t.UTC().Format("Jan _2 15:04:05 2006 GMT")
 }
 
-// ClientVar is one exported variable.
-type ClientVar struct{ Name, Value string }
-
-// ClientVars returns the SSL_CLIENT_* variables for an admitted client
-// certificate (nil: none was presented). Values are not yet checked:
-// RsyncEnv leaves out the unsafe ones. SAN indexes stay the certificate's
-// own, so SSL_CLIENT_SAN_DNS_1 is the second DNS name even when the first
-// was left out: renumbering would hand a hook the wrong name.
-func ClientVars(c *x509.Certificate) []ClientVar {
-	if c == nil {
-		return []ClientVar{{"SSL_CLIENT_VERIFY", "NONE"}}
-	}
-	cn, _ := FirstCN(c.RawSubject)
-	sum := sha256.Sum256(c.Raw)
-	v := []ClientVar{
-		{"SSL_CLIENT_VERIFY", "SUCCESS"},
-		{"SSL_CLIENT_S_DN", FormatDN(c.RawSubject)},
-		{"SSL_CLIENT_S_DN_CN", cn},
-		{"SSL_CLIENT_I_DN", FormatDN(c.RawIssuer)},
-		{"SSL_CLIENT_M_SERIAL", FormatSerial(c)},
-		{"SSL_CLIENT_V_START", FormatCertTime(c.NotBefore)},
-		{"SSL_CLIENT_V_END", FormatCertTime(c.NotAfter)},
-	}
-	for i, d := range c.DNSNames {
-		v = append(v, ClientVar{"SSL_CLIENT_SAN_DNS_" + strconv.Itoa(i), d})
-	}
-	for i, u := range c.URIs {
-		v = append(v, ClientVar{"SSL_CLIENT_SAN_URI_" + strconv.Itoa(i), u.String()})
-	}
-	return append(v, ClientVar{"SSL_CLIENT_CERT_SHA256", hex.EncodeToString(sum[:])})
-}
-
-// ClientIdentity is the client= field of the summary line: the
-// certificate's CN when it is safe to show as is, else "-" (the log line
-// about the left-out SSL_CLIENT_S_DN_CN says why).
-func ClientIdentity(c *x509.Certificate) string {
-	if c == nil {
-		return "-"
-	}
-	if cn, ok := FirstCN(c.RawSubject); ok && SafeEnvValue(cn) {
-		return cn
-	}
-	return "-"
-}
-
 // maxLogText bounds a peer-supplied name in a log line.
 const maxLogText = 160
 
-// logText makes a peer-supplied string fit for one log line: printable
+// LogText makes a peer-supplied string fit for one log line: printable
 // text as is, anything else quoted (control bytes escaped), and long text
 // cut with its length noted.
-func logText(s string) string {
+func LogText(s string) string {
 	long := len(s) > maxLogText
 	cut := s
 	if long {

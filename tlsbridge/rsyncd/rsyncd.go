@@ -1,4 +1,4 @@
-package tlsbridge
+package rsyncd
 
 import (
 	"bytes"
@@ -34,8 +34,8 @@ func (m ProxyMode) String() string {
 	return [...]string{"hosts", "plain", "off"}[m]
 }
 
-// RsyncInfo is what we could read off the rsync binary without running it.
-type RsyncInfo struct {
+// Info is what we could read off the rsync binary without running it.
+type Info struct {
 	Path    string
 	Version string // "3.5.0", or "" when not found (a wrapper script)
 	// HasProxyProtocol and HasProxyHosts say whether the binary knows the
@@ -82,17 +82,17 @@ func isRsyncVersion(s []byte) bool {
 	return i == len(s)
 }
 
-// ProbeRsync finds rsync on PATH (or at path) and reads its version and
+// Probe finds rsync on PATH (or at path) and reads its version and
 // daemon parameters out of the strings in the binary's .rodata section.
 // That costs tens of microseconds per connection, against several
 // milliseconds for running "rsync --version", more than the whole TLS
 // handshake.
-func ProbeRsync(path string) (*RsyncInfo, error) {
+func Probe(path string) (*Info, error) {
 	full, err := lookPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("rsync: %w", err)
 	}
-	info := &RsyncInfo{Path: full}
+	info := &Info{Path: full}
 	f, err := os.Open(full)
 	if err != nil {
 		return nil, fmt.Errorf("rsync %s: %w", full, err)
@@ -112,15 +112,15 @@ func ProbeRsync(path string) (*RsyncInfo, error) {
 			return info, nil
 		}
 	}
-	ScanRsyncBinary(data, info)
+	ScanBinary(data, info)
 	return info, nil
 }
 
-// ScanRsyncBinary fills info from the NUL-terminated strings of an rsync
+// ScanBinary fills info from the NUL-terminated strings of an rsync
 // executable: the version is the one string shaped like "3.x.y" (the zlib
 // version that may sit beside it starts with 1), the parameters are their
 // names in the daemon parameter table.
-func ScanRsyncBinary(data []byte, info *RsyncInfo) {
+func ScanBinary(data []byte, info *Info) {
 	info.Readable = true
 	info.HasProxyProtocol = hasCString(data, "proxy protocol")
 	info.HasProxyHosts = hasCString(data, "proxy protocol hosts")
@@ -184,7 +184,7 @@ func lookPath(name string) (string, error) {
 // an AF_UNIX stdin: 3.5.0 and older releases do; upstream after 3.5.0 (PR
 // #1075) wants AF_INET/AF_INET6, and a development build ("3.5.1dev") or an
 // unknown version may already have that change.
-func (i *RsyncInfo) AcceptsUnixPair() bool {
+func (i *Info) AcceptsUnixPair() bool {
 	if i.Version == "" {
 		return false
 	}
@@ -201,7 +201,7 @@ func (i *RsyncInfo) AcceptsUnixPair() bool {
 }
 
 // AutoProxyMode picks what this rsync can take.
-func (i *RsyncInfo) AutoProxyMode() (ProxyMode, error) {
+func (i *Info) AutoProxyMode() (ProxyMode, error) {
 	switch {
 	case !i.Readable:
 		return 0, fmt.Errorf("cannot read the daemon parameters of %s (a wrapper script?): pass --proxy-protocol hosts (rsync 3.5.0 or newer) or plain (rsync 3.2.7 to 3.4.x)", i.Path)
@@ -217,8 +217,8 @@ func (i *RsyncInfo) AutoProxyMode() (ProxyMode, error) {
 	return 0, fmt.Errorf("rsync %s at %s has no \"proxy protocol\" support, so it would see every client as 127.0.0.1 and \"hosts allow\" could not tell them apart: install rsync 3.2.7 or newer, or pass --proxy-protocol off to accept that", v, i.Path)
 }
 
-// RsyncCommand is how rsync is started for each connection.
-type RsyncCommand struct {
+// Command is how rsync is started for each connection.
+type Command struct {
 	Path  string
 	Conf  string   // passed as --config when set
 	Args  []string // extra arguments from --rsync-arg
@@ -236,7 +236,7 @@ const unbindableAddress = "0.0.0.1"
 
 // Argv is rsync's command line for one connection; trust is the pair's
 // TrustAs.
-func (r *RsyncCommand) Argv(trust string) []string {
+func (r *Command) Argv(trust string) []string {
 	argv := []string{r.Path, "--daemon", "--no-detach", "--address=" + unbindableAddress}
 	if r.Conf != "" {
 		argv = append(argv, "--config="+r.Conf)
@@ -248,23 +248,6 @@ func (r *RsyncCommand) Argv(trust string) []string {
 		argv = append(argv, "--dparam=proxyprotocol=yes")
 	}
 	return append(argv, r.Args...)
-}
-
-// Start runs rsync with stdin as its only socket. stdout is /dev/null (rsync
-// closes it in inetd mode anyway); stderr is ours, unless ours is the
-// connection, which the caller signals by passing nil.
-func (r *RsyncCommand) Start(stdin *os.File, trust string, env []string, stderr io.Writer) (*exec.Cmd, error) {
-	argv := r.Argv(trust)
-	cmd := &exec.Cmd{Path: r.Path, Args: argv, Env: env, Stdin: stdin, Stderr: stderr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// If we die, rsync must not live on as an orphan holding a
-		// half-written transfer; SIGTERM lets it remove its temp file.
-		Pdeathsig: syscall.SIGTERM,
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start rsync: %w", err)
-	}
-	return cmd, nil
 }
 
 // ExitStatus is rsync's exit code, 128+signal when killed, or -1.

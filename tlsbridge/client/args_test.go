@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 import (
 	"strings"

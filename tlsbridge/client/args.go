@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Parsers for what rsync hands the helper and for rsyncs:// URLs.
 

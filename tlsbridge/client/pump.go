@@ -1,4 +1,4 @@
-package tlsbridge
+package client
 
 // Client copy loop: rsync's pipes on one side, the TLS session on the other.
 

@@ -1,18 +1,18 @@
-package tlsbridge
+package client
 
 // Client side: the TLS policy for "connect" and "check" in one place.
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
 )
 
 // Trust says how the server certificate chain is checked.
@@ -21,16 +21,16 @@ type Trust int
 const (
 	// TrustSystem verifies against the system roots (RSYNC_SSL_CA_CERT unset).
 	TrustSystem Trust = iota
-	// TrustCAFile verifies against the CAs in ClientOptions.CAFile.
+	// TrustCAFile verifies against the CAs in Options.CAFile.
 	TrustCAFile
 	// TrustNone checks no chain: RSYNC_SSL_CA_CERT set but empty, or only
 	// --pin given (then the pin is the whole check).
 	TrustNone
 )
 
-// ClientOptions is what the user asked for, after flags have overridden the
+// Options is what the user asked for, after flags have overridden the
 // environment.
-type ClientOptions struct {
+type Options struct {
 	Host              string // name or IP literal, brackets already removed
 	Port              string
 	ServerName        string // overrides Host for SNI and the name check
@@ -38,16 +38,16 @@ type ClientOptions struct {
 	CAFile            string
 	CertFile, KeyFile string
 	SkipHostnameCheck bool
-	Pins              []Pin
+	Pins              []certid.Pin
 	ConnectTimeout    time.Duration
 }
 
 // HostIsIP reports whether the host is an address literal: such a host gets
 // no SNI (RFC 6066 forbids it) and is matched against the IP SANs.
-func (o *ClientOptions) HostIsIP() bool { return net.ParseIP(o.Host) != nil }
+func (o *Options) HostIsIP() bool { return net.ParseIP(o.Host) != nil }
 
 // checkName is the name the certificate must carry.
-func (o *ClientOptions) checkName() string {
+func (o *Options) checkName() string {
 	if o.ServerName != "" {
 		return o.ServerName
 	}
@@ -56,7 +56,7 @@ func (o *ClientOptions) checkName() string {
 
 // Describe says in a few words how the server is verified, for check and
 // for warnings.
-func (o *ClientOptions) Describe() string {
+func (o *Options) Describe() string {
 	var parts []string
 	switch o.Trust {
 	case TrustSystem:
@@ -81,42 +81,12 @@ func (o *ClientOptions) Describe() string {
 }
 
 // Unverified reports whether nothing at all checks the server's identity.
-func (o *ClientOptions) Unverified() bool { return o.Trust == TrustNone && len(o.Pins) == 0 }
+func (o *Options) Unverified() bool { return o.Trust == TrustNone && len(o.Pins) == 0 }
 
-// Pin is the SHA-256 of a certificate's SubjectPublicKeyInfo, the form
-// curl (--pinnedpubkey sha256//...) and HPKP use, so a pin survives
-// certificate renewal with the same key.
-type Pin [sha256.Size]byte
-
-// ParsePin reads "sha256:BASE64" (also curl's "sha256//BASE64").
-func ParsePin(s string) (Pin, error) {
-	var p Pin
-	var b64 string
-	switch {
-	case strings.HasPrefix(s, "sha256:"):
-		b64 = s[len("sha256:"):]
-	case strings.HasPrefix(s, "sha256//"):
-		b64 = s[len("sha256//"):]
-	default:
-		return p, fmt.Errorf("pin %q: want sha256:BASE64", s)
-	}
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(raw) != sha256.Size {
-		return p, fmt.Errorf("pin %q: want sha256: followed by 44 base64 characters (a SHA-256 of the key)", s)
-	}
-	copy(p[:], raw)
-	return p, nil
-}
-
-func (p Pin) String() string { return "sha256:" + base64.StdEncoding.EncodeToString(p[:]) }
-
-// PinOf returns the pin of a certificate's public key.
-func PinOf(c *x509.Certificate) Pin { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
-
-// ClientConfig is the whole client TLS policy: TLS 1.2 or newer, Go's
+// TLSConfig is the whole client TLS policy: TLS 1.2 or newer, Go's
 // default suites, SNI only for names, and the server checked as the options
 // say.
-func ClientConfig(o ClientOptions) (*tls.Config, error) {
+func TLSConfig(o Options) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if name := o.checkName(); net.ParseIP(name) == nil {
 		cfg.ServerName = name
@@ -179,13 +149,13 @@ func (e *CertError) Unwrap() error { return e.Err }
 
 const dateFmt = "2006-01-02 15:04:05 UTC"
 
-func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptions, now time.Time) error {
+func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o Options, now time.Time) error {
 	if len(certs) == 0 {
 		return &CertError{Kind: FailOther, Err: errors.New("server sent no certificate")}
 	}
 	leaf := certs[0]
 	if len(o.Pins) > 0 {
-		got := PinOf(leaf)
+		got := certid.PinOf(leaf)
 		ok := false
 		for _, p := range o.Pins {
 			ok = ok || p == got
@@ -235,7 +205,7 @@ func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o ClientOptio
 	}
 	name := o.checkName()
 	if err := leaf.VerifyHostname(name); err != nil {
-		names := CertNames(leaf)
+		names := certid.Names(leaf)
 		var have string
 		if len(names) == 0 {
 			have = fmt.Sprintf("certificate has no DNS or IP names (subject %q)", leaf.Subject.String())
@@ -269,14 +239,4 @@ func checkDates(c *x509.Certificate, isLeaf bool, now time.Time) *CertError {
 			Hint: "check the clocks of this machine and of the server"}
 	}
 	return nil
-}
-
-// CertNames lists the DNS and IP names of a certificate.
-func CertNames(c *x509.Certificate) []string {
-	var names []string
-	names = append(names, c.DNSNames...)
-	for _, ip := range c.IPAddresses {
-		names = append(names, ip.String())
-	}
-	return names
 }

@@ -1,0 +1,112 @@
+package rsyncd
+
+import (
+	"bytes"
+	"strings"
+)
+
+// PlainClientAnswer reads a plain rsync client's greeting line and builds the
+// reply that makes that client print our message: a server greeting in the
+// protocol the client announced, then an @ERROR line. A protocol-32 client
+// aborts before reading @ERROR unless our greeting carries a digest list, so
+// we offer back the client's own list, which it necessarily accepts.
+func PlainClientAnswer(greeting []byte) []byte {
+	line := greeting
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	ver, digests := ParseGreeting(string(line))
+	if ver == "" {
+		ver = "32.0"
+		digests = "md5 md4"
+	}
+	var b strings.Builder
+	b.WriteString("@RSYNCD: " + ver)
+	if digests != "" {
+		b.WriteString(" " + digests)
+	}
+	b.WriteString("\n@ERROR: this port speaks rsync over TLS; use rsync-ssl or port 873\n")
+	return []byte(b.String())
+}
+
+// ParseGreeting splits "@RSYNCD: 32.0 sha512 md5" into the protocol
+// ("32.0") and the digest list ("sha512 md5"). It returns empty strings for
+// anything that is not a well-formed greeting; digest names are limited to
+// [a-z0-9] so nothing odd is echoed back.
+func ParseGreeting(line string) (version, digests string) {
+	line = strings.TrimRight(line, "\r\n")
+	rest, ok := strings.CutPrefix(line, "@RSYNCD: ")
+	if !ok {
+		return "", ""
+	}
+	fields := strings.Fields(rest)
+	if len(fields) == 0 || len(fields) > 32 {
+		return "", ""
+	}
+	major, minor, hasMinor := strings.Cut(fields[0], ".")
+	if !allDigits(major, 3) || (hasMinor && !allDigits(minor, 3)) {
+		return "", ""
+	}
+	var ds []string
+	for _, d := range fields[1:] {
+		if len(d) == 0 || len(d) > 16 || strings.Trim(d, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+			return "", ""
+		}
+		ds = append(ds, d)
+	}
+	return fields[0], strings.Join(ds, " ")
+}
+
+func allDigits(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	return strings.Trim(s, "0123456789") == ""
+}
+
+// ModuleRequested reads the module a client asked for from the start of
+// its stream: the greeting line, then the module name, or "#list" (an empty
+// line from old clients) for a listing.
+func ModuleRequested(head []byte) string {
+	lines := strings.SplitN(string(head), "\n", 3)
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "@RSYNCD: ") {
+		return ""
+	}
+	m := strings.TrimRight(lines[1], "\r")
+	if m == "" {
+		return "#list"
+	}
+	if !SafeEnvValue(m) && m != "#list" {
+		return "(unprintable)"
+	}
+	return m
+}
+
+// maxEnvValue bounds every exported value: rsyncd.conf expands %VAR% into
+// paths and commands, and nothing we export needs more.
+const maxEnvValue = 256
+
+// SafeEnvValue says whether v may be exported to rsync. rsync expands %VAR%
+// in rsyncd.conf values (path = /srv/%SSL_CLIENT_S_DN_CN%) and passes the
+// environment to its exec hooks, so a value must not be able to climb out
+// of a directory, reach a shell, or forge a log line: no "/", no "..", no
+// shell metacharacters, no control bytes, bounded length. A value outside
+// the set is left out and logged, never altered: a mangled identity could
+// collide with someone else's.
+func SafeEnvValue(v string) bool {
+	if v == "" || len(v) > maxEnvValue || strings.Contains(v, "..") {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte(" ._-:@=,+", c) >= 0:
+		default:
+			return false
+		}
+	}
+	// A leading "-" could be taken as an option by a hook; a leading or
+	// trailing space is lost or misread by most configuration parsers.
+	return v[0] != '-' && v[0] != ' ' && v[len(v)-1] != ' '
+}

@@ -1,0 +1,28 @@
+//go:build linux
+
+package rsyncd
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// Start runs rsync with stdin as its only socket. stdout is /dev/null (rsync
+// closes it in inetd mode anyway); stderr is ours, unless ours is the
+// connection, which the caller signals by passing nil.
+func (r *Command) Start(stdin *os.File, trust string, env []string, stderr io.Writer) (*exec.Cmd, error) {
+	argv := r.Argv(trust)
+	cmd := &exec.Cmd{Path: r.Path, Args: argv, Env: env, Stdin: stdin, Stderr: stderr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// If we die, rsync must not live on as an orphan holding a
+		// half-written transfer; SIGTERM lets it remove its temp file.
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start rsync: %w", err)
+	}
+	return cmd, nil
+}
