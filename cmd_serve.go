@@ -52,6 +52,14 @@ right after a header naming no client (v2 LOCAL), is a health check: one log
 line, exit 0, no rsync.
 A PROXY header from any other peer is refused.
 
+Data path (--datapath): with the kernel's TLS module loaded ("tls" in
+/proc/sys/net/ipv4/tcp_available_ulp), a TLS 1.3 AES-GCM session is handed
+to the kernel after our handshake, and rsync gets the client's own socket:
+no copy through this process, no pair, no PROXY header (rsync sees the
+client itself, on every rsync version). auto, the default, uses the bridge
+for TLS 1.2, ChaCha20, --trusted-proxy, or a kernel without the module, and
+logs why; ktls refuses such sessions; bridge never uses the kernel.
+
 Exit status (one connection): 0 served, rsync's own status when rsync failed,
 1 when the connection failed before or around rsync, 2 for bad usage.
 `
@@ -78,6 +86,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
 	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
+	fs.StringVar(&o.dataPath, "datapath", "auto", "`MODE` for the session's bytes after the handshake: ktls (kernel TLS on the\nclient's socket, handed to rsync), bridge (copied through this process), or\nauto (ktls where the kernel and the session allow, else bridge)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
 	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections at once; others wait in\nthe kernel backlog (0: no cap)")
@@ -153,6 +162,7 @@ func (e usageError) Is(t error) bool {
 type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
+	dataPath                                          string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns                                          int
 	// client takes the client-certificate flags directly.
@@ -222,6 +232,18 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	default:
 		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", o.pairName)}
 	}
+	dataPath, err := tlsbridge.ParseDataPath(o.dataPath)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	if dataPath == tlsbridge.DataPathKTLS {
+		if len(o.trustedProxies) > 0 {
+			return nil, usageError{"--datapath ktls cannot serve --trusted-proxy connections: rsync must learn the client's address from a PROXY header, which only the bridge sends (use --datapath auto)"}
+		}
+		if why := tlsbridge.KernelTLSMissing(); why != "" {
+			return nil, fmt.Errorf("--datapath ktls: %s; or use --datapath auto", why)
+		}
+	}
 	var proxy rsyncd.ProxyMode
 	switch o.proxyName {
 	case "auto":
@@ -244,6 +266,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			HandshakeTimeout: o.handshake,
 			Rsync:            rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy},
 			Pair:             pair,
+			DataPath:         dataPath,
 			Linger:           o.linger,
 			Env:              os.Environ(),
 			Logf:             log.Logf,
@@ -343,7 +366,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 	if ver == "" {
 		ver = "unknown"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy)
+	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, srv.DataPath)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

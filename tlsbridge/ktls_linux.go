@@ -1,6 +1,7 @@
 package tlsbridge
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -19,6 +21,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 // DataPath is how a session's bytes travel once the handshake is done.
@@ -447,3 +451,160 @@ func drainKTLS(rc syscall.RawConn, deadline time.Time) {
 // errNoSecrets is a handshake whose key log lacked a secret, which would
 // be a crypto/tls change we rely on not happening.
 var errNoSecrets = errors.New("crypto/tls logged no application traffic secrets")
+
+// kernelOffer is what the handshake keeps for a session that may go to the
+// kernel: the traffic secrets crypto/tls logs, and the record-bounded reader
+// it read the handshake through. nil when the data path is the bridge.
+type kernelOffer struct {
+	log *secretLog
+	rr  *recordReader
+	pc  *peekedConn
+}
+
+// config is tls for one connection that may go to the kernel: the same
+// policy with the key log attached. Session tickets stay off (the server's
+// first application record must have sequence 0, and a ticket would take
+// it); ServerTLSConfig already turns them off.
+func (ko *kernelOffer) config(base *tls.Config) *tls.Config {
+	if ko == nil {
+		return base
+	}
+	cfg := base.Clone()
+	cfg.SessionTicketsDisabled = true
+	ko.log = &secretLog{}
+	cfg.KeyLogWriter = ko.log
+	return cfg
+}
+
+// input is what crypto/tls reads the handshake from.
+func (ko *kernelOffer) input(pc *peekedConn) net.Conn {
+	if ko == nil {
+		return pc
+	}
+	ko.pc = pc
+	ko.rr = &recordReader{r: pc}
+	return readerConn{pc, ko.rr}
+}
+
+// readerConn reads through r and does everything else on Conn.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// refusal says why this session cannot go to the kernel, "" when it
+// can.
+func (ko *kernelOffer) refusal(raw net.Conn, st tls.ConnectionState) (string, *net.TCPConn) {
+	tcp, ok := raw.(*net.TCPConn)
+	if !ok {
+		// activation's ProxiedConn: the client's address came in a
+		// PROXY header, and only the bridge can pass it on to rsync.
+		return "the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header", nil
+	}
+	if why := KTLSRefusal(st); why != "" {
+		return why, nil
+	}
+	if !ko.rr.atBoundary() || len(ko.pc.buf) > 0 {
+		return "crypto/tls stopped inside a record (client bytes would be lost to the kernel)", nil
+	}
+	return "", tcp
+}
+
+// fallbackOnce keeps a process that serves many connections from logging
+// the same kernel-wide reason for every one of them.
+var fallbackOnce sync.Map
+
+// serveKernel hands the session to the kernel: the client's own socket,
+// switched to kernel TLS, becomes rsync's stdin. No pair, no copy loop and
+// no PROXY header: rsync's getpeername sees the real client. We stay only to
+// reap rsync, send close_notify and write the summary. It returns false,
+// with nothing done, when the bridge should serve the session instead.
+func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer, st tls.ConnectionState, env []string, res *Result) bool {
+	defer ko.log.wipe()
+	why, tcp := ko.refusal(raw, st)
+	var rc syscall.RawConn
+	if why == "" {
+		var err error
+		if rc, err = tcp.SyscallConn(); err != nil {
+			why = err.Error()
+		}
+	}
+	if why == "" {
+		cs, ss := ko.log.secrets()
+		if cs == nil || ss == nil {
+			why = errNoSecrets.Error()
+		} else if err := enableKTLS(rc, st.CipherSuite, cs, ss); err != nil {
+			var ke *ktlsError
+			if errors.As(err, &ke) && !ke.fallback {
+				res.Err = fmt.Errorf("kernel tls with %s: %w (the session cannot continue)", res.Peer, err)
+				return true
+			}
+			why = ke.explain()
+			if s.DataPath != DataPathKTLS {
+				if _, seen := fallbackOnce.LoadOrStore(why, true); seen {
+					return false
+				}
+			}
+		}
+	}
+	if why != "" {
+		if s.DataPath == DataPathKTLS {
+			res.Err = fmt.Errorf("kernel tls with %s: %s; refused (--datapath ktls)", res.Peer, why)
+			return true
+		}
+		s.Logf("%s: datapath bridge: %s", res.Peer, why)
+		return false
+	}
+	res.DataPath = "ktls"
+	res.Pair = "-"
+
+	// From here on the socket speaks TLS through the kernel only: the
+	// tls.Conn must never write again, or its records would collide with
+	// the kernel's sequence numbers.
+	f, err := tcp.File() // a dup for rsync's stdin; raw stays ours
+	if err != nil {
+		res.Err = fmt.Errorf("start rsync with %s: %w", res.Peer, err)
+		return true
+	}
+	KeepAlive(raw, s.Stall)
+	setUserTimeout(rc, s.Stall)
+	rsync := s.Rsync
+	rsync.Proxy = rsyncd.ProxyOff // rsync reads the client itself
+	cmd, err := rsync.Start(f, "", env, s.RsyncStderr)
+	f.Close() // rsync holds its own copy now
+	if err != nil {
+		res.Err = fmt.Errorf("start rsync with %s: %w", res.Peer, err)
+		return true
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case werr = <-waited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			werr = <-waited
+		}
+	}
+	res.RsyncExit = rsyncd.ExitStatus(werr)
+
+	// What made rsync stop, if the client sent something the kernel does
+	// not pass to read(2): an alert, a KeyUpdate.
+	typ, body, pending := pendingRecord(rc)
+	if err := sendCloseNotify(rc, time.Now().Add(5*time.Second)); err != nil && res.RsyncExit == 0 {
+		res.Err = fmt.Errorf("kernel tls with %s: sending close_notify: %w", res.Peer, err)
+	}
+	tcp.CloseWrite()
+	drainKTLS(rc, time.Now().Add(s.Linger))
+	res.In, res.Out = wireBytes(rc)
+	if pending && typ != recordApplication && res.RsyncExit != 0 {
+		res.Err = fmt.Errorf("kernel tls with %s: %s; rsync's read failed and the session ended", res.Peer, describeRecord(typ, body))
+	}
+	return true
+}

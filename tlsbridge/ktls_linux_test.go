@@ -303,14 +303,6 @@ func handshakeForKernel(t *testing.T, raw net.Conn, cert tls.Certificate) (*tls.
 	return tc, rr, log
 }
 
-// readerConn reads through r and does everything else on Conn.
-type readerConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
 func loopbackPair(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

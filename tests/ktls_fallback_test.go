@@ -1,0 +1,90 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// kernelHasTLS says whether this kernel lists the TLS upper-layer protocol.
+func kernelHasTLS(t *testing.T) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_ulp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(" "+strings.TrimSpace(string(b))+" ", " tls ")
+}
+
+// TestKTLSFallbackOnThisKernel: on a kernel without the TLS module (these
+// machines), the default --datapath auto serves through the bridge after
+// one log line saying why, and --datapath ktls refuses to start, naming the
+// module.
+func TestKTLSFallbackOnThisKernel(t *testing.T) {
+	if kernelHasTLS(t) {
+		t.Skip("this kernel has the TLS module loaded; tests/ktls_vm_test.go covers the kernel path")
+	}
+	rsync := rsyncPath(t)
+	p := newPKI(t)
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src, 1, 20)
+
+	t.Run("auto", func(t *testing.T) {
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "listen", serveArgs(p, rd, rsync))
+		for i := 0; i < 2; i++ {
+			dst := filepath.Join(t.TempDir(), "pulled")
+			out, code := rsyncSSL(t, s, p, "openssl", "-a", s.Host+"::data/", dst+"/")
+			if code != 0 {
+				t.Fatalf("pull exit %d:\n%s\nserver:\n%s", code, out, s.Log)
+			}
+			sameTree(t, src, dst)
+		}
+		log := s.Log.String()
+		why := regexp.MustCompile(`rsync-ssl-shim\[\d+\]: 127\.0\.0\.1:\d+: datapath bridge: the kernel has no TLS module \(setsockopt TCP_ULP "tls": ENOENT; load it with "modprobe tls", the package does so at boot\)`)
+		if n := len(why.FindAllString(log, -1)); n != 1 {
+			t.Errorf("%d fallback lines for two sessions of one process, want exactly 1:\n%s", n, log)
+		}
+		served := regexp.MustCompile(`served .* pair=tcp rsync_exit=0 .* datapath=bridge`)
+		if n := len(served.FindAllString(log, -1)); n != 2 {
+			t.Errorf("%d summary lines with datapath=bridge, want 2:\n%s", n, log)
+		}
+		if !strings.Contains(log, "datapath auto") {
+			t.Errorf("the start line does not name the data path:\n%s", log)
+		}
+	})
+
+	t.Run("ktls refuses to start", func(t *testing.T) {
+		rd := newRsyncd(t)
+		out, code := runCmd(t, 30*time.Second, nil, shimBin, append(serveArgs(p, rd, rsync, "--datapath", "ktls"), "--listen", "127.0.0.1:0")...)
+		if code != 1 || !strings.Contains(out, `serve: --datapath ktls: the kernel has no TLS module loaded (/proc/sys/net/ipv4/tcp_available_ulp: `) {
+			t.Errorf("exit %d, want 1 and the missing module named:\n%s", code, out)
+		}
+	})
+
+	t.Run("ktls with trusted proxy is a usage error", func(t *testing.T) {
+		rd := newRsyncd(t)
+		out, code := runCmd(t, 30*time.Second, nil, shimBin, append(serveArgs(p, rd, rsync, "--datapath", "ktls", "--trusted-proxy", "127.0.0.1"), "--listen", "127.0.0.1:0")...)
+		if code != 2 || !strings.Contains(out, "--datapath ktls cannot serve --trusted-proxy connections") {
+			t.Errorf("exit %d, want 2:\n%s", code, out)
+		}
+	})
+
+	t.Run("bridge logs nothing about the kernel", func(t *testing.T) {
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--datapath", "bridge"))
+		dst := filepath.Join(t.TempDir(), "pulled")
+		if out, code := rsyncSSL(t, s, p, "openssl", "-a", s.Host+"::data/", dst+"/"); code != 0 {
+			t.Fatalf("pull exit %d:\n%s\nserver:\n%s", code, out, s.Log)
+		}
+		log := s.Log.String()
+		if strings.Contains(log, "datapath bridge:") || !strings.Contains(log, "datapath=bridge") {
+			t.Errorf("--datapath bridge: want no fallback line and datapath=bridge:\n%s", log)
+		}
+	})
+}
