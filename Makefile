@@ -87,13 +87,13 @@ fuzz:
 # The long robustness suite: 200 concurrent sessions, 5,000 sequential
 # connections, every fault, and longer fuzzing.
 stress:
-	STRESS=1 CI=true $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy' ./tests/
+	STRESS=1 CI=true $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy|TestSecurity' ./tests/
 	tests/fuzz.sh 300
 
 # Rerun the long suite and rewrite docs/robustness.md from it.
 robustness:
 	mkdir -p tests/.cache && FUZZ_REPORT=tests/.cache/fuzz.txt tests/fuzz.sh 60
-	STRESS=1 UPDATE_ROBUSTNESS=1 FUZZ_REPORT=tests/.cache/fuzz.txt $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy' ./tests/
+	STRESS=1 UPDATE_ROBUSTNESS=1 FUZZ_REPORT=tests/.cache/fuzz.txt $(GO) test -count=1 -timeout 60m -run 'TestServeBadInput|TestFault|TestLoad|TestTLSPolicy|TestSecurity' ./tests/
 
 # Rerun the rsync version matrix and rewrite its table in README.md.
 matrix:

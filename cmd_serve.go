@@ -16,6 +16,7 @@ import (
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/runas"
 )
 
 const serveAbout = `
@@ -83,6 +84,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
 	fs.StringVar(&o.rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
+	fs.StringVar(&o.rsyncUser, "rsync-user", "", "run rsync and its hooks as `USER[:GROUP]` (a local user; its groups from\n/etc/group), with no capabilities and none of our environment, so that nothing\nrsync starts can open --key; needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL")
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
 	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
@@ -99,7 +101,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.Var((*listFlag)(&o.client.AllowDNS), "allow-dns", "admit client certificates with DNS `NAME` among their subject alternative names")
 	fs.Var((*listFlag)(&o.client.AllowURI), "allow-uri", "admit client certificates with `URI` among their subject alternative names")
 	fs.Var((*listFlag)(&o.client.AllowEmail), "allow-email", "admit client certificates with `ADDRESS` among their subject alternative names")
-	fs.Var((*listFlag)(&o.client.AllowSPKI), "allow-spki", "admit the client key with `PIN` sha256:BASE64 (SHA-256 of its SubjectPublicKeyInfo;\na refused client's pin is in the log). Without --client-ca the pins alone decide,\nand self-signed client certificates work")
+	fs.Var((*listFlag)(&o.client.AllowSPKI), "allow-spki", "admit the client key with `[NAME=]PIN`, PIN being sha256:BASE64 (SHA-256 of its\nSubjectPublicKeyInfo; a refused client's pin is in the log). Without --client-ca the\npins alone decide, self-signed client certificates work, and nothing the certificate\nsays is exported: rsync gets NAME as SSL_CLIENT_S_DN_CN and the pin as\nSSL_CLIENT_SPKI_SHA256; the log's client= is NAME, or the pin")
 	fs.Var((*listFlag)(&o.client.CRLFiles), "crl", "refuse client certificates revoked in CRL `FILE` (PEM or DER, signed by a CA in\nthe --client-ca bundle; repeatable). A CRL past its next update is a warning")
 	fs.BoolVar(&o.client.CRLStrict, "crl-strict", false, "refuse clients when a CRL that covers them is past its next update")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
@@ -162,7 +164,7 @@ func (e usageError) Is(t error) bool {
 type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
-	dataPath                                          string
+	rsyncUser, dataPath                               string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns                                          int
 	// client takes the client-certificate flags directly.
@@ -211,6 +213,22 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
 	}
+	env := tlsbridge.BaseEnv(os.Environ())
+	var runAs *runas.User
+	var launch func(func() error) error
+	if o.rsyncUser != "" {
+		if runAs, err = runas.Lookup(o.rsyncUser); err != nil {
+			if errors.Is(err, runas.ErrUsage) {
+				return nil, usageError{err.Error()}
+			}
+			return nil, err
+		}
+		if err := runAs.Check(); err != nil {
+			return nil, err
+		}
+		env = tlsbridge.WithUser(env, runAs.Name, runAs.Home)
+		launch = runas.StartCleared
+	}
 	if o.rsyncConf != "" {
 		if _, err := os.Stat(o.rsyncConf); err != nil {
 			return nil, fmt.Errorf("--rsyncd-conf: %w", err)
@@ -256,6 +274,11 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 		proxy = rsyncd.ProxyPlain
 	case "off":
 		proxy = rsyncd.ProxyOff
+		if !info.Readable {
+			// rsync is then started without proxyprotocol=no, which
+			// an rsync without the parameter would refuse.
+			log.Logf("warning: --proxy-protocol off: cannot tell whether %s knows \"proxy protocol\"; if its rsyncd.conf sets it, a client could name its own address", info.Path)
+		}
 	default:
 		return nil, usageError{fmt.Sprintf("--proxy-protocol %q: give hosts, plain, off or auto", o.proxyName)}
 	}
@@ -264,16 +287,26 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			TLS:              tlsbridge.ServerTLSConfig(store, minV, client),
 			Client:           client,
 			HandshakeTimeout: o.handshake,
-			Rsync:            rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy},
-			Pair:             pair,
-			DataPath:         dataPath,
-			Linger:           o.linger,
-			Env:              os.Environ(),
-			Logf:             log.Logf,
+			Rsync: rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy,
+				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
+			Pair:     pair,
+			DataPath: dataPath,
+			Linger:   o.linger,
+			Env:      env,
+			Logf:     log.Logf,
 		},
 		store: store,
 		info:  info,
 	}, nil
+}
+
+// rsyncCredential is the user rsync runs as, nil for the one we are.
+func rsyncCredential(u *runas.User) *rsyncd.Credential {
+	c := u.Credential()
+	if c == nil {
+		return nil
+	}
+	return &rsyncd.Credential{Uid: c.Uid, Gid: c.Gid, Groups: c.Groups}
 }
 
 // servePlan is the server plus what the accept loop needs to reload.
@@ -374,6 +407,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 	reloadCtx, cancelReload := context.WithCancel(ctx)
 	defer cancelReload()
 	go func() {
+		lastErr := ""
 		tick := time.NewTicker(certPoll)
 		defer tick.Stop()
 		for {
@@ -391,9 +425,16 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, maxC
 			}
 			warns, err := srv.reload()
 			if err != nil {
-				log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
+				// The files stay changed, so the poll retries
+				// every few seconds (a certificate not yet valid
+				// goes in once it is): say so once, not each time.
+				if msg := err.Error(); msg != lastErr || why == "SIGHUP" {
+					log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
+					lastErr = msg
+				}
 				continue
 			}
+			lastErr = ""
 			for _, w := range warns {
 				log.Logf("warning: %s", w)
 			}

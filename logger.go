@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // logger writes one line per event: "rsync-ssl-shim[PID]: ...", with a
@@ -41,10 +42,7 @@ func newSyslogLogger() *logger {
 }
 
 func (l *logger) Logf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	// One event, one line: a newline inside a message (from a peer's
-	// bytes, say) must not forge a second log line.
-	msg = strings.ReplaceAll(strings.TrimRight(msg, "\n"), "\n", "\\n")
+	msg := oneLine(fmt.Sprintf(format, args...))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stamps {
@@ -52,6 +50,45 @@ func (l *logger) Logf(format string, args ...any) {
 		return
 	}
 	fmt.Fprintf(l.w, "%s%s\n", l.prefix, msg)
+}
+
+// maxLogLine bounds one message: a peer can put tens of kilobytes into a
+// TLS hello, and no line we mean to write comes near this.
+const maxLogLine = 4096
+
+// oneLine makes a message fit for one log line, whatever a peer put in it.
+// One event, one line: a newline (or a carriage return, which a terminal
+// or a log viewer treats alike) must not forge a second line, and an escape
+// sequence must not rewrite the reader's screen. So every control byte,
+// C1 control and invalid UTF-8 byte is escaped as \xNN (\n, \r, \t
+// spelled out), and a message longer than maxLogLine is cut, its length
+// noted.
+func oneLine(msg string) string {
+	msg = strings.TrimRight(msg, "\n")
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		if b.Len() >= maxLogLine {
+			fmt.Fprintf(&b, "...(cut, %d bytes)", len(msg))
+			break
+		}
+		r, size := utf8.DecodeRuneInString(msg[i:])
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, msg[i])
+		case r >= 0x80 && r < 0xa0:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(msg[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // Write lets flag errors and usage go through the logger's destination.

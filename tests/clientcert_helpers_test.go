@@ -1,17 +1,12 @@
 package tests
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
 	"math/big"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/internal/testpki"
 )
 
 // ClientOpts describes a client certificate: what CertOpts has, plus the
@@ -56,82 +53,21 @@ func (p *PKI) SelfSignedClient(t testing.TB, name string, o ClientOpts) clientCe
 
 func (p *PKI) issueClient(t testing.TB, name string, o ClientOpts, self bool) clientCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial := big.NewInt(o.Serial)
-	if o.Serial == 0 {
-		serial, _ = rand.Int(rand.Reader, big.NewInt(1<<62))
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:   serial,
-		Subject:        pkix.Name{CommonName: o.CN},
-		DNSNames:       o.DNS,
-		EmailAddresses: o.Emails,
-		NotBefore:      o.NotBefore,
-		NotAfter:       o.NotAfter,
-		KeyUsage:       x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if tmpl.NotBefore.IsZero() {
-		tmpl.NotBefore = time.Now().Add(-time.Hour)
-	}
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-	}
-	for _, u := range o.URIs {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	parent, signer := p.caCert, any(p.caKey)
+	ca := p.ca
 	if self {
-		parent, signer = tmpl, key
+		ca = nil
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := clientCert{Cert: filepath.Join(p.Dir, name+".pem"), Key: filepath.Join(p.Dir, name+".key")}
-	c.X509, err = x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, c.Cert, "CERTIFICATE", der)
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, c.Key, "PRIVATE KEY", kder)
+	x, key := ca.Issue(t, testpki.Leaf{CN: o.CN, DNS: o.DNS, URIs: o.URIs, Emails: o.Emails, NotBefore: o.NotBefore,
+		NotAfter: dayIfZero(o.NotAfter), Serial: o.Serial})
+	c := clientCert{X509: x}
+	c.Cert, c.Key = testpki.WritePair(t, p.Dir, name, x, key)
 	return c
 }
 
 // WriteCRL writes a PEM CRL signed by the CA that revokes serials.
 func (p *PKI) WriteCRL(t testing.TB, name string, nextUpdate time.Time, serials ...*big.Int) string {
 	t.Helper()
-	var entries []x509.RevocationListEntry
-	for _, s := range serials {
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute)})
-	}
-	thisUpdate := time.Now().Add(-time.Hour)
-	if nextUpdate.Before(thisUpdate) {
-		thisUpdate = nextUpdate.Add(-24 * time.Hour)
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    big.NewInt(time.Now().UnixNano()),
-		ThisUpdate:                thisUpdate,
-		NextUpdate:                nextUpdate,
-		RevokedCertificateEntries: entries,
-	}, p.caCert, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(p.Dir, name)
-	writePEM(t, f, "X509 CRL", der)
-	return f
+	return p.ca.CRL(t, p.Dir, name, nextUpdate, true, serials...)
 }
 
 func sha256Hex(b []byte) string {

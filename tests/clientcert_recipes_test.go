@@ -15,16 +15,6 @@ import (
 // The client-certificate recipes of README.md ("Client certificates"),
 // each run as written against a server started by systemd-socket-activate.
 
-func writeFile(t *testing.T, path, body string, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(body), mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // rsyncdConf writes an rsyncd.conf with the test's globals and the given
 // modules.
 func rsyncdConf(t *testing.T, modules string) *Rsyncd {
@@ -191,7 +181,7 @@ func TestRecipePinnedKey(t *testing.T) {
 	hook, envFile := envDumper(t)
 	rd := newRsyncd(t, hook)
 	writeFile(t, filepath.Join(rd.Data, "hello.txt"), "hello\n", 0o644)
-	s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--allow-spki", pin))
+	s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--allow-spki", "laptop="+pin))
 
 	dst := t.TempDir()
 	if out, code := sslClient(t, p, s.addr(), laptop, "localhost::data/hello.txt", dst+"/"); code != 0 {

@@ -256,19 +256,9 @@ func readFileT(t *testing.T, p string) string {
 	return string(b)
 }
 
-func writeFileT(t *testing.T, p, s string, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(s), mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func copyFileT(t *testing.T, from, to string) {
 	t.Helper()
-	writeFileT(t, to, readFileT(t, from), 0o644)
+	writeFile(t, to, readFileT(t, from), 0o644)
 }
 
 // testBookworm installs the package the way README.md ("Install on Debian 12") tells an admin
@@ -308,7 +298,7 @@ func testBookworm(t *testing.T, deb string) {
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
 	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
-	writeFileT(t, conf, readFileT(t, conf)+`
+	writeFile(t, conf, readFileT(t, conf)+`
 [data]
 	path = /srv/rsync/data
 	read only = yes
@@ -376,7 +366,7 @@ func testBookworm(t *testing.T, deb string) {
 	dropin := func(t *testing.T, name, text string) {
 		t.Helper()
 		p := filepath.Join(c.root, "etc/systemd/system/rsync-ssl@.service.d", name)
-		writeFileT(t, p, text, 0o644)
+		writeFile(t, p, text, 0o644)
 		c.must(t, "systemctl", "daemon-reload")
 		t.Cleanup(func() {
 			os.Remove(p)

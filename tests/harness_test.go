@@ -3,18 +3,14 @@ package tests
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/internal/testpki"
 )
 
 // shimBin is the binary under test, built once by TestMain.
@@ -79,8 +77,7 @@ func needTool(t testing.TB, names ...string) string {
 type PKI struct {
 	Dir           string
 	CA, Cert, Key string // PEM files
-	caCert        *x509.Certificate
-	caKey         *ecdsa.PrivateKey
+	ca            *testpki.CA
 }
 
 func newPKI(t testing.TB) *PKI {
@@ -93,28 +90,9 @@ func newPKI(t testing.TB) *PKI {
 func newNamedPKI(t testing.TB, caName string) *PKI {
 	t.Helper()
 	dir := t.TempDir()
-	p := &PKI{Dir: dir}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: caName},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.caCert, _ = x509.ParseCertificate(der)
-	p.caKey = caKey
+	p := &PKI{Dir: dir, ca: testpki.NewCAWithSubject(t, "", pkix.Name{CommonName: caName}, nil)}
 	p.CA = filepath.Join(dir, "ca.pem")
-	writePEM(t, p.CA, "CERTIFICATE", der)
+	testpki.WritePEM(t, p.CA, "CERTIFICATE", p.ca.Cert.Raw)
 	p.Cert, p.Key = p.Issue(t, "server", CertOpts{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1", "::1"}})
 	return p
 }
@@ -129,56 +107,24 @@ type CertOpts struct {
 	Client    bool
 }
 
-// Issue makes a leaf certificate signed by the CA and returns the cert and
-// key file paths.
+// Issue makes a leaf certificate signed by the CA, valid for a day unless
+// told otherwise, and returns the cert and key file paths.
 func (p *PKI) Issue(t testing.TB, name string, o CertOpts) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: o.CN},
-		DNSNames:     o.DNS,
-		NotBefore:    o.NotBefore,
-		NotAfter:     o.NotAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	eku := x509.ExtKeyUsageServerAuth
 	if o.Client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		eku = x509.ExtKeyUsageClientAuth
 	}
-	if tmpl.NotBefore.IsZero() {
-		tmpl.NotBefore = time.Now().Add(-time.Hour)
-	}
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-	}
-	for _, ip := range o.IPs {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = filepath.Join(p.Dir, name+".pem")
-	keyFile = filepath.Join(p.Dir, name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
+	c, key := p.ca.Issue(t, testpki.Leaf{CN: o.CN, DNS: o.DNS, IPs: o.IPs, NotBefore: o.NotBefore,
+		NotAfter: dayIfZero(o.NotAfter), EKU: []x509.ExtKeyUsage{eku}})
+	return testpki.WritePair(t, p.Dir, name, c, key)
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+func dayIfZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now().Add(24 * time.Hour)
 	}
+	return t
 }
 
 // freePort returns a TCP port on host that was free a moment ago.
@@ -449,4 +395,36 @@ func (r *Rsyncd) LogText(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// writeFile writes body to path, making its directory, or fails the test.
+func writeFile(t *testing.T, path, body string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds or d has passed, and reports whether
+// it held.
+func waitFor(cond func() bool, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cond()
+}
+
+// mustWaitFor is waitFor that fails the test, naming what it waited for.
+func mustWaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !waitFor(cond, d) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
 }

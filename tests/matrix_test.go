@@ -376,17 +376,6 @@ func verdict(ok bool) string {
 	return "NO"
 }
 
-func waitFor(cond func() bool, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return cond()
-}
-
 func renderMatrix(versions []rsyncVersion, rows []matrixRow, crows []clientRow) string {
 	var b strings.Builder
 	b.WriteString("| server rsync | started by | pair | pull | push | real client address in rsync's log | `hosts deny` on it | rsync listening |\n")

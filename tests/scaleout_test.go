@@ -195,17 +195,6 @@ func (p *soProc) Stop() {
 	})
 }
 
-func soWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // soServer is one shim host: its rsync configuration and the
 // systemd-socket-activate that runs the shim per connection.
 type soServer struct {
@@ -305,7 +294,7 @@ read only = yes
 		s.Proc = soStart(t, n.cmd(s.Name, ssa, "-l", s.Addr+":"+soPort, "--accept", "--inetd",
 			shimBin, "serve", "--cert", cert, "--key", key, "--rsyncd-conf", confFile, "--rsync", rsync,
 			"--trusted-proxy", s.LB, "--handshake-timeout", "5s"))
-		soWaitFor(t, 10*time.Second, s.Name+" listening", func() bool { return strings.Contains(s.Proc.Log.String(), "Listening on") })
+		mustWaitFor(t, 10*time.Second, s.Name+" listening", func() bool { return strings.Contains(s.Proc.Log.String(), "Listening on") })
 	}
 	confFile := filepath.Join(t.TempDir(), "haproxy.cfg")
 	os.WriteFile(confFile, []byte(fmt.Sprintf(haproxyConf, soFront, soPort, soS1, soPort, soS2, soPort)), 0o644)
@@ -324,7 +313,7 @@ read only = yes
 		return n.exec(2*time.Minute, clientEnv, "client", shimBin, append([]string{"rsync"}, args...)...)
 	}
 	// The balancer is up when a listing goes through.
-	soWaitFor(t, 15*time.Second, "a listing through HAProxy", func() bool {
+	mustWaitFor(t, 15*time.Second, "a listing through HAProxy", func() bool {
 		_, code := shimRsync(soFront + "::")
 		return code == 0
 	})
@@ -434,7 +423,7 @@ read only = yes
 			}
 		}
 		re := regexp.MustCompile(`tls handshake with ` + regexp.QuoteMeta(soClient) + `:\d+: PROXY protocol header from a peer not in --trusted-proxy`)
-		soWaitFor(t, 10*time.Second, "two refusals in s1's log", func() bool { return len(re.FindAllString(servers[0].Proc.Log.String(), -1)) == 2 })
+		mustWaitFor(t, 10*time.Second, "two refusals in s1's log", func() bool { return len(re.FindAllString(servers[0].Proc.Log.String(), -1)) == 2 })
 		if strings.Contains(servers[0].rsyncLog(t), "203.0.113.99") {
 			t.Error("the forged address reached rsync")
 		}
@@ -508,7 +497,7 @@ read only = yes
 			first <- result{out, code}
 		}()
 		var victim, survivor *soServer
-		soWaitFor(t, 20*time.Second, "the transfer to start on a server", func() bool {
+		mustWaitFor(t, 20*time.Second, "the transfer to start on a server", func() bool {
 			for i, s := range servers {
 				if transfers(s) > base[i] {
 					victim, survivor = s, servers[1-i]

@@ -58,6 +58,12 @@ func LoadCerts(pairs []CertPair) (*CertStore, []string, error) {
 
 // Reload reads the files again and swaps them in only if all of them load;
 // on error the certificates in use stay.
+//
+// A renewal gone wrong must not take down a working server either: a new
+// certificate that is expired or not yet valid is refused (a
+// *CertValidityError) while the one in use for that pair is valid, and the
+// old set stays. Only when the one in use is no better is the new one
+// taken, with a warning, as at start.
 func (s *CertStore) Reload() ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -65,8 +71,35 @@ func (s *CertStore) Reload() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	cur := s.cur.Load()
+	for i, c := range set.certs {
+		if why := validity(c.Leaf, now); why != "" && validity(cur.certs[i].Leaf, now) == "" {
+			return nil, &CertValidityError{File: s.pairs[i].CertFile, Why: why}
+		}
+	}
 	s.cur.Store(set)
 	return warns, nil
+}
+
+// CertValidityError is a reload refused because a new certificate is
+// outside its validity period while the one in use is not.
+type CertValidityError struct {
+	File string
+	Why  string // "expired 2026-01-02" or "is not valid before ..."
+}
+
+func (e *CertValidityError) Error() string { return "--cert " + e.File + " " + e.Why }
+
+// validity says why leaf cannot be served at now, "" if it can.
+func validity(leaf *x509.Certificate, now time.Time) string {
+	switch {
+	case now.After(leaf.NotAfter):
+		return "expired " + leaf.NotAfter.UTC().Format(time.DateOnly)
+	case now.Before(leaf.NotBefore):
+		return "is not valid before " + leaf.NotBefore.UTC().Format(time.RFC3339)
+	}
+	return ""
 }
 
 // Changed reports whether any file differs in size or modification time
@@ -131,12 +164,8 @@ func loadSet(pairs []CertPair) (*certSet, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		leaf := c.Leaf
-		switch {
-		case now.After(leaf.NotAfter):
-			warns = append(warns, fmt.Sprintf("--cert %s expired %s", p.CertFile, leaf.NotAfter.UTC().Format(time.DateOnly)))
-		case now.Before(leaf.NotBefore):
-			warns = append(warns, fmt.Sprintf("--cert %s is not valid before %s", p.CertFile, leaf.NotBefore.UTC().Format(time.RFC3339)))
+		if why := validity(c.Leaf, now); why != "" {
+			warns = append(warns, "--cert "+p.CertFile+" "+why)
 		}
 		set.certs = append(set.certs, c)
 	}

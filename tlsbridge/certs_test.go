@@ -3,6 +3,7 @@ package tlsbridge
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,5 +106,41 @@ func TestCertStoreSNIAndReload(t *testing.T) {
 	}
 	if s.Default().Leaf.SerialNumber.Cmp(before) == 0 {
 		t.Error("failed Reload dropped the good certificate")
+	}
+}
+
+// A renewal that swaps in an expired certificate keeps the valid one in
+// use; an expired one may replace another expired one.
+func TestReloadRefusesExpired(t *testing.T) {
+	dir := t.TempDir()
+	a := selfSigned(t, dir, "a", time.Now().Add(24*time.Hour), "a.example")
+	s, _, err := LoadCerts([]CertPair{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := s.Default().Leaf.SerialNumber
+	put := func(p CertPair) {
+		for _, f := range [][2]string{{p.CertFile, a.CertFile}, {p.KeyFile, a.KeyFile}} {
+			data, _ := os.ReadFile(f[0])
+			os.WriteFile(f[1], data, 0o600)
+		}
+	}
+	put(selfSigned(t, t.TempDir(), "a", time.Now().Add(-time.Hour), "a.example"))
+	_, err = s.Reload()
+	var ve *CertValidityError
+	if !errors.As(err, &ve) || !strings.HasPrefix(err.Error(), "--cert "+a.CertFile+" expired ") {
+		t.Fatalf("Reload of an expired certificate: %v", err)
+	}
+	if s.Default().Leaf.SerialNumber.Cmp(good) != 0 {
+		t.Fatal("the expired certificate replaced the valid one")
+	}
+	// Start from an expired one: a renewal as bad is taken, with a warning.
+	s2, warns, err := LoadCerts([]CertPair{a})
+	if err != nil || len(warns) != 1 {
+		t.Fatalf("LoadCerts: %v %v", warns, err)
+	}
+	put(selfSigned(t, t.TempDir(), "a", time.Now().Add(-time.Minute), "a.example"))
+	if warns, err := s2.Reload(); err != nil || len(warns) != 1 {
+		t.Errorf("expired over expired: %v %v", warns, err)
 	}
 }

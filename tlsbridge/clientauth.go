@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
@@ -56,7 +57,9 @@ type ClientAuthConfig struct {
 	// names, not an emailAddress attribute in the subject.
 	AllowEmail []string
 	// AllowSPKI pins keys: "sha256:" and the base64 SHA-256 of the
-	// certificate's SubjectPublicKeyInfo, read by ParsePin like the
+	// certificate's SubjectPublicKeyInfo, optionally after "NAME=" (the
+	// admin's name for the key's holder, pin-only mode only), read by
+	// ParsePin like the
 	// client's --pin.
 	// Without CAFile these pins are the whole policy: any certificate,
 	// self-signed included, whose key is pinned is admitted.
@@ -86,7 +89,7 @@ func ParseClientAuth(s string) (ClientAuthMode, error) {
 }
 
 // resolve checks that the flags fit together and fills in the default mode.
-func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]bool, error) {
+func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]string, error) {
 	mode := ClientAuthNone
 	if c.CAFile != "" || len(c.AllowSPKI) > 0 {
 		mode = ClientAuthRequire
@@ -149,14 +152,31 @@ func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]bool, error)
 			}
 		}
 	}
-	pins := map[certid.Pin]bool{}
+	pins := map[certid.Pin]string{}
 	for _, s := range c.AllowSPKI {
-		h, err := certid.ParsePin(s)
+		name, pin := "", s
+		if !strings.HasPrefix(s, "sha256:") && !strings.HasPrefix(s, "sha256//") {
+			if n, rest, ok := strings.Cut(s, "="); ok {
+				name, pin = n, rest
+			}
+		}
+		h, err := certid.ParsePin(pin)
 		if err != nil {
 			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: %v; a refused client's log line shows its key's pin, or run\n"+
 				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", err)}
 		}
-		pins[h] = true
+		if pin != s {
+			switch {
+			case c.CAFile != "":
+				return 0, nil, usageErr{fmt.Sprintf("--allow-spki %s: a name for a pin is for pin-only mode; with --client-ca the certificate's verified names say who the client is: drop %q", s, name+"=")}
+			case !rsyncd.SafeEnvValue(name):
+				return 0, nil, usageErr{fmt.Sprintf("--allow-spki %s: the name %q is exported as SSL_CLIENT_S_DN_CN, so it must be one token of letters, digits and ._-:@+=, not starting with . or -", s, name)}
+			}
+		}
+		if old, dup := pins[h]; dup && old != name {
+			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: pin %s is given twice, as %q and %q", h, old, name)}
+		}
+		pins[h] = name
 	}
 	return mode, pins, nil
 }
@@ -172,9 +192,11 @@ func CheckClientAuth(c ClientAuthConfig) error {
 // certificate may reach rsync. The CA bundle and CRLs are swapped atomically
 // on Reload, like the server certificates.
 type ClientPolicy struct {
-	cfg      ClientAuthConfig
-	mode     ClientAuthMode
-	pins     map[certid.Pin]bool
+	cfg  ClientAuthConfig
+	mode ClientAuthMode
+	// pins maps each --allow-spki pin to the admin's name for it ("" for
+	// a bare pin).
+	pins     map[certid.Pin]string
 	allowCN  map[string]bool
 	allowDNS map[string]bool
 	allowURI map[string]bool
@@ -248,6 +270,21 @@ func normalEmail(e string) string {
 		return e[:i] + strings.ToLower(e[i:])
 	}
 	return e
+}
+
+// PinOnly reports whether the pins alone decide (--allow-spki without
+// --client-ca). Nobody then vouches for anything a client certificate says
+// about its holder, only for its key: the holder of a pinned key can sign
+// itself a new certificate with any name in it.
+func (p *ClientPolicy) PinOnly() bool { return p != nil && p.cfg.CAFile == "" }
+
+// PinName is the admin's name for the pin of c's key (--allow-spki
+// NAME=PIN), "" for a bare or unknown pin.
+func (p *ClientPolicy) PinName(c *x509.Certificate) string {
+	if p == nil || c == nil {
+		return ""
+	}
+	return p.pins[certid.PinOf(c)]
 }
 
 // Mode is the policy's --client-auth mode.
@@ -565,7 +602,7 @@ func (p *ClientPolicy) allowed(leaf *x509.Certificate) string {
 		lists = append(lists, "--allow-email")
 	}
 	if len(p.pins) > 0 {
-		if p.pins[certid.PinOf(leaf)] {
+		if _, ok := p.pins[certid.PinOf(leaf)]; ok {
 			return ""
 		}
 		lists = append(lists, "--allow-spki")

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"net"
@@ -44,6 +45,13 @@ func TestClientAuthUsage(t *testing.T) {
 		{ClientAuthConfig{CAFile: "ca.pem"}, ""},
 		{ClientAuthConfig{AllowSPKI: []string{pin}}, ""},
 		{ClientAuthConfig{Mode: "optional", AllowSPKI: []string{pin}}, ""},
+		{ClientAuthConfig{AllowSPKI: []string{"host-a=" + pin}}, ""},
+		{ClientAuthConfig{AllowSPKI: []string{"host-a=sha256:AAAA"}}, `--allow-spki: pin "sha256:AAAA": want sha256: followed by 44 base64`},
+		{ClientAuthConfig{AllowSPKI: []string{".=" + pin}}, `the name "." is exported as SSL_CLIENT_S_DN_CN, so it must be one token`},
+		{ClientAuthConfig{AllowSPKI: []string{"a b=" + pin}}, `the name "a b" is exported`},
+		{ClientAuthConfig{AllowSPKI: []string{"=" + pin}}, `the name "" is exported`},
+		{ClientAuthConfig{AllowSPKI: []string{"a=" + pin, "b=" + pin}}, `is given twice, as "a" and "b"`},
+		{ClientAuthConfig{CAFile: "ca.pem", AllowSPKI: []string{"host-a=" + pin}}, `a name for a pin is for pin-only mode`},
 	}
 	for _, tc := range tests {
 		err := CheckClientAuth(tc.cfg)
@@ -317,6 +325,38 @@ func TestRsyncEnvClient(t *testing.T) {
 	env, _ = RsyncEnv(nil, ConnInfo{})
 	if j := strings.Join(env, "\n"); !strings.Contains(j, "SSL_CLIENT_VERIFY=NONE") || strings.Contains(j, "SSL_CLIENT_S_DN") {
 		t.Errorf("no client: %s", j)
+	}
+}
+
+// In pin-only mode nothing the client wrote into its certificate is
+// exported: only the admin's name for the pin, the pin and the hash.
+func TestPinnedVars(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "Self", nil)
+	c, _ := ca.Issue(t, testpki.Leaf{Subject: &pkix.Name{CommonName: "host-b", Organization: []string{"Forged"}}, DNS: []string{"host-b"}})
+	p, err := NewClientPolicy(ClientAuthConfig{AllowSPKI: []string{"host-a=" + certid.PinOf(c).String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.PinOnly() || p.PinName(c) != "host-a" {
+		t.Fatalf("PinOnly %v, PinName %q", p.PinOnly(), p.PinName(c))
+	}
+	pin := certid.PinOf(c)
+	for name, want := range map[string]string{"host-a": "SSL_CLIENT_S_DN_CN=host-a ", "": ""} {
+		env, dropped := RsyncEnv(nil, ConnInfo{Client: c, PinOnly: true, PinName: name})
+		got := strings.Join(env, " ") + " "
+		got = got[strings.Index(got, "SSL_CLIENT_"):]
+		want = "SSL_CLIENT_VERIFY=SUCCESS " + want + "SSL_CLIENT_SPKI_SHA256=" + hex.EncodeToString(pin[:]) + " SSL_CLIENT_CERT_SHA256="
+		if !strings.HasPrefix(got, want) || strings.Contains(got, "host-b") || strings.Contains(got, "Forged") || len(dropped) > 0 {
+			t.Errorf("name %q: env %s, dropped %v", name, got, dropped)
+		}
+	}
+	if id := PinnedIdentity(c, ""); id != pin.String() {
+		t.Errorf("PinnedIdentity = %q", id)
+	}
+	ca2, err := NewClientPolicy(ClientAuthConfig{CAFile: ca.File, AllowSPKI: []string{pin.String()}})
+	if err != nil || ca2.PinOnly() {
+		t.Errorf("with --client-ca: PinOnly %v, %v", ca2.PinOnly(), err)
 	}
 }
 

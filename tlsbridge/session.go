@@ -71,10 +71,7 @@ type Result struct {
 
 // String is the one summary line for a served connection.
 func (r Result) String() string {
-	sni := r.SNI
-	if sni == "" {
-		sni = "-"
-	}
+	sni := sniField(r.SNI)
 	id := r.Identity
 	if id == "" {
 		id = "-"
@@ -125,10 +122,16 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 		res.Err = fmt.Errorf("tls handshake with %s: %w", res.Peer, err)
 		return res
 	}
-	res.Identity = ClientIdentity(client)
-
 	remote, local := addrPort(raw.RemoteAddr()), addrPort(raw.LocalAddr())
-	env := s.rsyncEnv(ConnInfo{Remote: remote, Local: local, State: st, Client: client}, res.Peer)
+	ci := ConnInfo{Remote: remote, Local: local, State: st, Client: client}
+	res.Identity = ClientIdentity(client)
+	if client != nil && s.Client.PinOnly() {
+		// Nobody vouches for what is inside this certificate: only the
+		// admin's name for its pin, or the pin, says who it is.
+		ci.PinOnly, ci.PinName = true, s.Client.PinName(client)
+		res.Identity = PinnedIdentity(client, ci.PinName)
+	}
+	env := s.rsyncEnv(ci, res.Peer)
 	if ko != nil && s.serveKernel(ctx, raw, ko, st, env, &res) {
 		return res
 	}
@@ -318,14 +321,17 @@ func (c *rsyncChild) reap() int {
 // saying anything is named as the hop that failed.
 func (s *Server) explainEnd(bs Stats, res Result) error {
 	switch {
-	case bs.Err != nil:
-		return fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	case res.Out == 0 && res.RsyncExit != 0:
+		// rsync died before saying anything: that is the hop that
+		// failed, whatever the bridge then met writing to it (a broken
+		// pipe, when the client's bytes arrived after rsync's exit).
 		hint := ""
 		if s.Pair == PairUnix {
 			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
 		}
 		return fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", res.Peer, res.RsyncExit, hint)
+	case bs.Err != nil:
+		return fmt.Errorf("bridge with %s: %w", res.Peer, explainBridge(bs.Err))
 	}
 	return nil
 }

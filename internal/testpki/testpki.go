@@ -36,10 +36,17 @@ type CA struct {
 // certificate is written there as <cn>.pem.
 func NewCA(t testing.TB, dir, cn string, parent *CA) *CA {
 	t.Helper()
+	return NewCAWithSubject(t, dir, pkix.Name{CommonName: cn, Organization: []string{"Test"}}, parent)
+}
+
+// NewCAWithSubject is NewCA with the whole subject given.
+func NewCAWithSubject(t testing.TB, dir string, subject pkix.Name, parent *CA) *CA {
+	t.Helper()
+	cn := subject.CommonName
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Test"}},
+		Subject:               subject,
 		NotBefore:             time.Now().Add(-48 * time.Hour),
 		NotAfter:              time.Now().Add(48 * time.Hour),
 		IsCA:                  true,
@@ -181,9 +188,15 @@ func (ca *CA) CRL(t testing.TB, dir, name string, nextUpdate time.Time, asPEM bo
 	for _, s := range serials {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute).Truncate(time.Second)})
 	}
+	// A CRL made stale on purpose still needs its thisUpdate before its
+	// nextUpdate.
+	thisUpdate := time.Now().Add(-2 * time.Hour)
+	if nextUpdate.Before(thisUpdate) {
+		thisUpdate = nextUpdate.Add(-24 * time.Hour)
+	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    big.NewInt(time.Now().UnixNano()),
-		ThisUpdate:                time.Now().Add(-2 * time.Hour),
+		ThisUpdate:                thisUpdate,
 		NextUpdate:                nextUpdate,
 		RevokedCertificateEntries: entries,
 	}, ca.Cert, ca.Key)

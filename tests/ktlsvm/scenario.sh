@@ -121,7 +121,7 @@ grep -q "@ERROR" $W/denied.out || cat $W/denied.out
 # header.
 check real-address grep -q "connect from .*(192.0.2.1)" /tmp/rsyncd.log
 check never-127 sh -c '! grep -q "connect from .*(127.0.0.1)" /tmp/rsyncd.log'
-check argv-no-proxy sh -c '[ -s /tmp/argv-350.log ] && [ -s /tmp/argv-327.log ] && ! grep -q proxyprotocol /tmp/argv-350.log /tmp/argv-327.log'
+check argv-no-proxy sh -c '[ -s /tmp/argv-350.log ] && [ -s /tmp/argv-327.log ] && ! grep -q -e proxyprotocol=yes -e proxyprotocolhosts /tmp/argv-350.log /tmp/argv-327.log'
 
 # Every session of the kernel-path servers was served on it.
 check datapath-ktls sh -c 'grep -q "datapath=ktls" /tmp/serve-ktls.log && ! grep -q "datapath=bridge" /tmp/serve-ktls.log /tmp/serve-old.log'

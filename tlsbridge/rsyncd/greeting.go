@@ -86,27 +86,62 @@ func ModuleRequested(head []byte) string {
 // paths and commands, and nothing we export needs more.
 const maxEnvValue = 256
 
-// SafeEnvValue says whether v may be exported to rsync. rsync expands %VAR%
-// in rsyncd.conf values (path = /srv/%SSL_CLIENT_S_DN_CN%) and passes the
-// environment to its exec hooks, so a value must not be able to climb out
-// of a directory, reach a shell, or forge a log line: no "/", no "..", no
-// shell metacharacters, no control bytes, bounded length. A value outside
-// the set is left out and logged, never altered: a mangled identity could
+// SafeEnvValue says whether v may be exported to rsync as one token: a
+// value an admin may put in a path or a command line. rsync expands %VAR%
+// in rsyncd.conf values (path = /srv/%SSL_CLIENT_S_DN_CN%, pre-xfer exec =
+// hook %SSL_CLIENT_S_DN_CN%), and runs exec hooks through /bin/sh, so such a
+// value must not be able to name another directory, add an argument, reach
+// a shell, or forge a log line: letters, digits and ._-:@+=, only (no "/",
+// no space, no shell metacharacter, no control byte), not "." or "..", no
+// leading dot (with path = /srv/%CN%, a CN of "." is /srv itself) and no
+// leading "-" (an option to a hook), bounded length. A value outside the
+// set is left out and logged, never altered: a mangled identity could
 // collide with someone else's.
 func SafeEnvValue(v string) bool {
-	if v == "" || len(v) > maxEnvValue || strings.Contains(v, "..") {
+	if v == "" || len(v) > maxEnvValue || strings.Contains(v, "..") || v[0] == '.' || v[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if !tokenByte(v[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func tokenByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("._-:@+=,", c) >= 0
+}
+
+// SafeEnvText says whether v may be exported as text: what a distinguished
+// name ("CN=host-a,O=Example Corp") or a validity date ("Mar  4 05:06:07
+// 2026 GMT") needs, which have spaces by nature. Such a variable is for a
+// hook to read quoted from its environment, not for %VAR% in a path or a
+// command line; still, should an admin put it there, each word it splits
+// into is harmless: the token characters plus spaces, starting with a letter
+// or digit, no word starting with "-" or ".", no "..", no trailing space.
+func SafeEnvText(v string) bool {
+	if v == "" || len(v) > maxEnvValue || strings.Contains(v, "..") || v[len(v)-1] == ' ' {
+		return false
+	}
+	if c := v[0]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
 		return false
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte(" ._-:@=,+", c) >= 0:
-		default:
+		if c == ' ' {
+			if i+1 < len(v) && (v[i+1] == '-' || v[i+1] == '.') {
+				return false
+			}
+			continue
+		}
+		if !tokenByte(c) {
 			return false
 		}
 	}
-	// A leading "-" could be taken as an option by a hook; a leading or
-	// trailing space is lost or misread by most configuration parsers.
-	return v[0] != '-' && v[0] != ' ' && v[len(v)-1] != ' '
+	return true
 }

@@ -38,8 +38,9 @@ func TestPlainRsyncAnswer(t *testing.T) {
 }
 
 func TestSafeEnvValue(t *testing.T) {
-	good := []string{"host-a.example.org", "CN=backup01,O=Example Corp", "2001:db8::1", "TLS_AES_128_GCM_SHA256", "a@b"}
-	bad := []string{"", "../../etc", "a/b", "$(id)", "`id`", "a;b", "line\nbreak", "-rf", " lead", "trail ", "x%y%", strings.Repeat("a", 300), "tab\t", "quote'"}
+	good := []string{"host-a.example.org", "CN=backup01,O=Example", "2001:db8::1", "TLS_AES_128_GCM_SHA256", "a@b", "host-a.", "a.b_c"}
+	bad := []string{"", "../../etc", "a/b", "$(id)", "`id`", "a;b", "line\nbreak", "-rf", " lead", "trail ", "x%y%", strings.Repeat("a", 300), "tab\t", "quote'",
+		".", "..", ".hidden", "host-a --delete-everything", "a b", "CN=backup01,O=Example Corp"}
 	for _, v := range good {
 		if !SafeEnvValue(v) {
 			t.Errorf("SafeEnvValue(%q) = false, want true", v)
@@ -48,6 +49,22 @@ func TestSafeEnvValue(t *testing.T) {
 	for _, v := range bad {
 		if SafeEnvValue(v) {
 			t.Errorf("SafeEnvValue(%q) = true, want false", v)
+		}
+	}
+}
+
+func TestSafeEnvText(t *testing.T) {
+	good := []string{"CN=backup01,O=Example Corp", "Mar  4 05:06:07 2026 GMT", "CN=.,O=x", "CN=host-a"}
+	bad := []string{"", " lead", "trail ", "CN=host-a --delete-everything", "CN=a .hidden", "CN=a/b", "CN=$(id)", "CN=..", ".x", "-x",
+		"CN=a\tb", "CN=a\nb", strings.Repeat("a ", 200)}
+	for _, v := range good {
+		if !SafeEnvText(v) {
+			t.Errorf("SafeEnvText(%q) = false, want true", v)
+		}
+	}
+	for _, v := range bad {
+		if SafeEnvText(v) {
+			t.Errorf("SafeEnvText(%q) = true, want false", v)
 		}
 	}
 }
@@ -91,6 +108,26 @@ func FuzzSafeEnvValue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if !SafeEnvValue(s) {
 			return
+		}
+		if strings.ContainsAny(s, " /\\$`;&|<>\"'\n\r\t%*?()[]{}!#~") || strings.Contains(s, "..") || len(s) > maxEnvValue ||
+			s[0] == '.' || s[0] == '-' {
+			t.Fatalf("unsafe value accepted: %q", s)
+		}
+	})
+}
+
+func FuzzSafeEnvText(f *testing.F) {
+	for _, s := range []string{"CN=x,O=y z", "Mar  4 05:06:07 2026 GMT", "a -b", "a .b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !SafeEnvText(s) {
+			return
+		}
+		for _, w := range strings.Fields(s) {
+			if w[0] == '-' || w[0] == '.' {
+				t.Fatalf("value %q splits into an unsafe word %q", s, w)
+			}
 		}
 		if strings.ContainsAny(s, "/\\$`;&|<>\"'\n\r\t%*?()[]{}!#~") || strings.Contains(s, "..") || len(s) > maxEnvValue {
 			t.Fatalf("unsafe value accepted: %q", s)

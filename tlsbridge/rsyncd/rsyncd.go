@@ -223,15 +223,37 @@ type Command struct {
 	Conf  string   // passed as --config when set
 	Args  []string // extra arguments from --rsync-arg
 	Proxy ProxyMode
+	// KnowsProxyProtocol: the binary has the "proxy protocol" parameter
+	// (Info.HasProxyProtocol). With ProxyOff it is then set to "no" on the
+	// command line: "proxy protocol = yes" left in rsyncd.conf would let a
+	// client send its own PROXY header inside TLS and be believed.
+	KnowsProxyProtocol bool
+	// User, when set, is whom rsync runs as (--rsync-user).
+	User *Credential
+	// Launch, when set, runs the exec.Cmd's Start for Start: the caller
+	// uses it to start rsync from a thread without ambient capabilities.
+	Launch func(start func() error) error
+}
+
+// Credential is a user rsync runs as: uid, gid and supplementary groups.
+type Credential struct {
+	Uid, Gid uint32
+	Groups   []uint32
 }
 
 // unbindableAddress makes rsync's standalone mode fail instead of listen.
 // rsync decides between inetd mode and standalone mode by looking at its
 // stdin; if a future rsync ever disagrees with us about our socket, it must
 // not start a daemon on port 873 in the clear. --address is only used to
-// bind the standalone listener, and nothing can bind 0.0.0.1, so that path
-// ends in "unable to bind any inbound sockets" (exit 10). --no-detach keeps
-// such an rsync our child instead of a daemon we would lose track of.
+// bind the standalone listener, and 0.0.0.1 is no address of this host, so
+// that path ends in "unable to bind any inbound sockets" (exit 10).
+// With net.ipv4.ip_nonlocal_bind=1 the bind succeeds after all, and such an
+// rsync listens on 0.0.0.1; but nothing reaches it: the kernel drops a packet
+// arriving for 0.0.0.0/8 as a martian, and a local connect to 0.0.0.1 is
+// routed out of the host, not looped back (TestSecurityUnbindableAddress-
+// NonlocalBind). The session then hangs until the client or --stall-timeout
+// ends it, and rsync is stopped like any other. --no-detach keeps such an
+// rsync our child instead of a daemon we would lose track of.
 const unbindableAddress = "0.0.0.1"
 
 // Argv is rsync's command line for one connection; trust is the pair's
@@ -246,6 +268,10 @@ func (r *Command) Argv(trust string) []string {
 		argv = append(argv, "--dparam=proxyprotocol=yes", "--dparam=proxyprotocolhosts="+trust)
 	case ProxyPlain:
 		argv = append(argv, "--dparam=proxyprotocol=yes")
+	case ProxyOff:
+		if r.KnowsProxyProtocol {
+			argv = append(argv, "--dparam=proxyprotocol=no")
+		}
 	}
 	return append(argv, r.Args...)
 }

@@ -55,6 +55,12 @@ func TestArgvGuardsStandaloneMode(t *testing.T) {
 	}
 	r.Proxy = ProxyOff
 	if strings.Contains(strings.Join(r.Argv("x"), " "), "proxy") {
-		t.Error("ProxyOff still passes proxy parameters")
+		t.Error("ProxyOff passes proxy parameters to an rsync that does not know them")
+	}
+	// An rsync that knows the parameter gets an explicit "no", so that
+	// "proxy protocol = yes" in rsyncd.conf cannot stay in force.
+	r.KnowsProxyProtocol = true
+	if got := strings.Join(r.Argv("x"), " "); !strings.HasSuffix(got, " --dparam=proxyprotocol=no --log-file=/x") {
+		t.Errorf("ProxyOff with a binary that knows the parameter: %s", got)
 	}
 }

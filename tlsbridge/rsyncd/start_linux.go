@@ -21,7 +21,17 @@ func (r *Command) Start(stdin *os.File, trust string, env []string, stderr io.Wr
 		// half-written transfer; SIGTERM lets it remove its temp file.
 		Pdeathsig: syscall.SIGTERM,
 	}
-	if err := cmd.Start(); err != nil {
+	if u := r.User; u != nil {
+		// Go sets the groups, then the gid, then the uid, in the child
+		// before exec; Pdeathsig is set after them, since the kernel
+		// clears it on a change of credentials.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.Uid, Gid: u.Gid, Groups: u.Groups}
+	}
+	launch := r.Launch
+	if launch == nil {
+		launch = func(start func() error) error { return start() }
+	}
+	if err := launch(cmd.Start); err != nil {
 		return nil, fmt.Errorf("start rsync: %w", err)
 	}
 	return cmd, nil

@@ -96,7 +96,7 @@ func TestTextOnlyErrorsStillMatch(t *testing.T) {
 		}
 	})
 	// A renegotiation attempt cannot be started from a Go client;
-	// tests/hostile_input_test.go's "renegotiation" cases drive openssl
+	// tests/serve_bad_input_test.go's "renegotiation" cases drive openssl
 	// s_client into one and assert the log line Renegotiation produces.
 	if !Renegotiation(errors.New("tls: received unexpected handshake message of type *tls.clientHelloMsg")) {
 		t.Error("Renegotiation does not match crypto/tls's text")
