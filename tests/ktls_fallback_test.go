@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -55,6 +56,26 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 		}
 		if !strings.Contains(log, "datapath auto") {
 			t.Errorf("the start line does not name the data path:\n%s", log)
+		}
+	})
+
+	t.Run("auto with a TLS 1.2 client", func(t *testing.T) {
+		socat := needTool(t, "socat")
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "inetd", serveArgs(p, rd, rsync))
+		dst := filepath.Join(t.TempDir(), "pulled")
+		tlsAddr := fmt.Sprintf("OPENSSL:%s:%d,cafile=%s,verify=1,openssl-max-proto-version=TLS1.2", s.Host, s.Port, p.CA)
+		rsh := fmt.Sprintf("--rsh=sh -c 'exec %s STDIO %s' sh", socat, tlsAddr)
+		out, code := runCmd(t, 2*time.Minute, nil, rsync, rsh, "-a", "rsync://localhost/data/", dst+"/")
+		if code != 0 {
+			t.Fatalf("pull exit %d:\n%s\nserver:\n%s", code, out, s.Log)
+		}
+		sameTree(t, src, dst)
+		log := s.Log.String()
+		want := regexp.MustCompile(`rsync-ssl-shim\[\d+\]: 127\.0\.0\.1:\d+: datapath bridge: the client negotiated TLSv1\.2; the kernel path takes TLS 1\.3 only\n`)
+		if n := len(want.FindAllString(log, -1)); n != 1 || !strings.Contains(log, "tls=TLSv1.2") || !strings.Contains(log, "datapath=bridge") {
+			t.Errorf("want one TLS 1.2 fallback line and a bridged TLSv1.2 session:\n%s", log)
 		}
 	})
 

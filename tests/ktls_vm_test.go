@@ -20,7 +20,8 @@ import (
 var vmChecks = []string{
 	"pull-ossl", "push-ossl", "pull-viasocat", "push-viasocat", "pull-viashim", "push-viashim",
 	"pull-rsync327", "hosts-deny", "real-address", "never-127", "argv-no-proxy", "datapath-ktls",
-	"refused-before-rsync", "auto-ktls", "keyupdate-ends", "close-notify-ends", "pull-after-aborts",
+	"refused-before-rsync", "auto-ktls", "auto-tls12-bridge", "auto-tls12-pull", "ktls-tls12-refused", "auto-chacha-bridge",
+	"keyupdate-ends", "close-notify-ends", "pull-after-aborts",
 }
 
 // TestKTLSVM boots Debian's own kernel (which has the TLS module) under
