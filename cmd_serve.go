@@ -375,8 +375,12 @@ func logResult(log *logger, res tlsbridge.Result) {
 
 // connExit maps one connection's outcome to the process exit status.
 func connExit(res tlsbridge.Result) int {
+	// On the kernel data path the shim never sees the stream, so a module
+	// listing (which rsync ends with 255) cannot be told from the daemon
+	// refusing a module (also 255, also a client's error, not ours).
+	daemonEnd := res.Listing() || res.DataPath == "ktls"
 	switch {
-	case res.RsyncExit > 0 && !(res.Listing() && res.RsyncExit == 255 && res.Err == nil):
+	case res.RsyncExit > 0 && !(daemonEnd && res.RsyncExit == 255 && res.Err == nil):
 		return res.RsyncExit
 	case res.Err != nil:
 		return exitFailure

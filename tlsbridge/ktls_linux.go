@@ -597,7 +597,11 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 	// What made rsync stop, if the client sent something the kernel does
 	// not pass to read(2): an alert, a KeyUpdate.
 	typ, body, pending := pendingRecord(rc)
-	if err := sendCloseNotify(rc, time.Now().Add(5*time.Second)); err != nil && res.RsyncExit == 0 {
+	// A client that already hung up (rsync's own protocol told it the
+	// transfer was complete) cannot take the close_notify; that is no
+	// failure of the session.
+	err = sendCloseNotify(rc, time.Now().Add(5*time.Second))
+	if err != nil && res.RsyncExit == 0 && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
 		res.Err = fmt.Errorf("kernel tls with %s: sending close_notify: %w", res.Peer, err)
 	}
 	tcp.CloseWrite()
