@@ -1,10 +1,15 @@
 package tests
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +81,47 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 		want := regexp.MustCompile(`rsync-ssl-shim\[\d+\]: 127\.0\.0\.1:\d+: datapath bridge: the client negotiated TLSv1\.2; the kernel path takes TLS 1\.3 only\n`)
 		if n := len(want.FindAllString(log, -1)); n != 1 || !strings.Contains(log, "tls=TLSv1.2") || !strings.Contains(log, "datapath=bridge") {
 			t.Errorf("want one TLS 1.2 fallback line and a bridged TLSv1.2 session:\n%s", log)
+		}
+	})
+
+	t.Run("auto behind a trusted proxy", func(t *testing.T) {
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startMode(t, "listen", serveArgs(p, rd, rsync, "--trusted-proxy", "127.0.0.1"))
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "PROXY TCP4 203.0.113.9 127.0.0.1 40000 874\r\n")
+		pool := x509.NewCertPool()
+		ca, err := os.ReadFile(p.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.AppendCertsFromPEM(ca)
+		tc := tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: pool})
+		io.WriteString(tc, "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4\n#list\n")
+		// Read up to rsync's end of the listing, then hang up as rsync's
+		// client does.
+		var listing []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(listing), "@RSYNCD: EXIT") {
+			n, err := tc.Read(buf)
+			listing = append(listing, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		tc.Close()
+		if !strings.Contains(string(listing), "data") {
+			t.Errorf("no module listing through the load balancer: %q", listing)
+		}
+		mustWaitFor(t, 5*time.Second, "the summary line", func() bool { return strings.Contains(s.Log.String(), "datapath=bridge") })
+		log := s.Log.String()
+		if !strings.Contains(log, "203.0.113.9:40000: datapath bridge: the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header") {
+			t.Errorf("no trusted-proxy fallback line:\n%s", log)
 		}
 	})
 
