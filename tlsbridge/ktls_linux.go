@@ -476,6 +476,13 @@ func (ko *kernelOffer) config(base *tls.Config) *tls.Config {
 	return cfg
 }
 
+// wipe clears the secrets, whichever way the session went.
+func (ko *kernelOffer) wipe() {
+	if ko != nil && ko.log != nil {
+		ko.log.wipe()
+	}
+}
+
 // input is what crypto/tls reads the handshake from.
 func (ko *kernelOffer) input(pc *peekedConn) net.Conn {
 	if ko == nil {
@@ -522,7 +529,6 @@ var fallbackOnce sync.Map
 // reap rsync, send close_notify and write the summary. It returns false,
 // with nothing done, when the bridge should serve the session instead.
 func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer, st tls.ConnectionState, env []string, res *Result) bool {
-	defer ko.log.wipe()
 	why, tcp := ko.refusal(raw, st)
 	var rc syscall.RawConn
 	if why == "" {

@@ -109,6 +109,7 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) (res Result) {
 	var ko *kernelOffer
 	if s.DataPath != DataPathBridge {
 		ko = &kernelOffer{}
+		defer ko.wipe()
 	}
 	tc, err := s.handshake(ctx, raw, start.Add(s.HandshakeTimeout), ko)
 	if err != nil {
