@@ -19,7 +19,7 @@ import (
 // which must report PASS.
 var vmChecks = []string{
 	"pull-ossl", "push-ossl", "pull-viasocat", "push-viasocat", "pull-viashim", "push-viashim",
-	"pull-rsync327", "hosts-deny", "real-address", "never-127", "argv-no-proxy", "datapath-ktls",
+	"pull-rsync327", "real-address-rsync327", "hosts-deny", "real-address", "never-127", "argv-no-proxy", "datapath-ktls",
 	"refused-before-rsync", "auto-ktls", "auto-tls12-bridge", "auto-tls12-pull", "ktls-tls12-refused", "auto-chacha-bridge",
 	"keyupdate-ends", "close-notify-ends", "pull-after-aborts",
 }

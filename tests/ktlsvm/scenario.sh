@@ -73,7 +73,8 @@ serve() { # port logfile args...
 	echo $!
 }
 P_KTLS=$(serve 874 /tmp/serve-ktls.log --datapath ktls --rsync /usr/bin/rsync350-argv --proxy-protocol hosts)
-P_OLD=$(serve 875 /tmp/serve-old.log --datapath ktls --rsync /usr/bin/rsync327-argv --proxy-protocol plain)
+P_OLD=$(serve 875 /tmp/serve-old.log --datapath ktls --rsync /usr/bin/rsync327-argv --proxy-protocol plain \
+	--rsync-arg=--log-file=/tmp/rsyncd-327.log)
 P_BRIDGE=$(serve 876 /tmp/serve-bridge.log --datapath bridge)
 P_AUTO=$(serve 877 /tmp/serve-auto.log)
 P_CERT=$(serve 878 /tmp/serve-cert.log --datapath ktls --client-ca $CA --rsync /usr/bin/rsync350-argv --proxy-protocol hosts)
@@ -111,6 +112,7 @@ done
 # rsync 3.2.7 over the kernel path.
 ossl 875 -a rsync://$HOST/data/ $W/pull-old/ > $W/old.out 2>&1
 check pull-rsync327 same /srv/data $W/pull-old
+check real-address-rsync327 grep -q "connect from .*(192.0.2.1)" /tmp/rsyncd-327.log
 
 # hosts deny sees the real client.
 ossl 874 rsync://$HOST/denied/ > $W/denied.out 2>&1
