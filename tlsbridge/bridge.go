@@ -83,7 +83,7 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger, stall time.D
 	go func() {
 		defer wg.Done()
 		var err error
-		st.In, err = pump(stallWriter{rs, stall, "rsync"}, head)
+		st.In, err = pump(rsyncWriter{stallWriter{rs, stall, "rsync"}}, head)
 		if err != nil {
 			abort(fmt.Errorf("client to rsync: %w", err))
 			return
@@ -188,6 +188,22 @@ func (w stallWriter) Write(p []byte) (int, error) {
 	n, err := w.c.Write(p)
 	if err != nil && tlserr.IsTimeout(err) {
 		err = fmt.Errorf("%s %w: no progress writing to it for %v", w.peer, ErrStalled, w.d)
+	}
+	return n, err
+}
+
+// ErrRsyncClosed marks a write to rsync that failed because rsync had
+// already closed its end (exited): a consequence of rsync's end, which its
+// exit status explains, not a fault of the bridge.
+var ErrRsyncClosed = errors.New("rsync closed its end")
+
+// rsyncWriter is the client-to-rsync direction's destination.
+type rsyncWriter struct{ stallWriter }
+
+func (w rsyncWriter) Write(p []byte) (int, error) {
+	n, err := w.stallWriter.Write(p)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		err = fmt.Errorf("%w: %w", ErrRsyncClosed, err)
 	}
 	return n, err
 }

@@ -322,10 +322,10 @@ func (c *rsyncChild) reap() int {
 // saying anything is named as the hop that failed.
 func (s *Server) explainEnd(bs Stats, res Result) error {
 	switch {
-	case res.Out == 0 && res.RsyncExit != 0:
+	case res.Out == 0 && res.RsyncExit != 0 && (bs.Err == nil || errors.Is(bs.Err, ErrRsyncClosed)):
 		// rsync died before saying anything: that is the hop that
-		// failed, whatever the bridge then met writing to it (a broken
-		// pipe, when the client's bytes arrived after rsync's exit).
+		// failed, also when the bridge then met its closed end (the
+		// client's bytes arrived after rsync's exit).
 		hint := ""
 		if s.Pair == PairUnix {
 			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
