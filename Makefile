@@ -17,7 +17,8 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-certificates \
              nginx-light libnginx-mod-stream build-essential \
              debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
-             sslscan openssh-client haproxy
+             sslscan openssh-client haproxy \
+             qemu-system-x86 busybox-static
 
 # What make bench needs beyond the tests.
 BENCH_DEBS := openssh-server gnuplot-nox time
@@ -27,7 +28,7 @@ BENCH_DEBS := openssh-server gnuplot-nox time
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
+.PHONY: test-ktls all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
 
 all: build
 
@@ -99,6 +100,12 @@ robustness:
 # Rerun the rsync version matrix and rewrite its tables in docs/versions.md.
 matrix:
 	UPDATE_MATRIX=1 $(GO) test -count=1 -run TestVersionMatrix ./tests/
+
+# The kernel TLS data path in a VM: Debian's own kernel (fetched once into
+# tests/.cache/ktls) under qemu's TCG, stock clients, both data paths'
+# server CPU (about 3 minutes).
+test-ktls: deps
+	CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestKTLS' ./tests/
 
 deb:
 	packaging/build-deb.sh . $(VERSION)

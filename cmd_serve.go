@@ -56,6 +56,14 @@ right after a header naming no client (v2 LOCAL), is a health check: one log
 line, exit 0, no rsync.
 A PROXY header from any other peer is refused.
 
+Data path (--datapath): with the kernel's TLS module loaded ("tls" in
+/proc/sys/net/ipv4/tcp_available_ulp), a TLS 1.3 AES-GCM session is handed
+to the kernel after our handshake, and rsync gets the client's own socket:
+no copy through this process, no pair, no PROXY header (rsync sees the
+client itself, on every rsync version). auto, the default, uses the bridge
+for TLS 1.2, ChaCha20, --trusted-proxy, or a kernel without the module, and
+logs why; ktls refuses such sessions; bridge never uses the kernel.
+
 Exit status (one connection): 0 served, rsync's own status when rsync failed,
 1 when the connection failed before or around rsync, 2 for bad usage.
 `
@@ -83,6 +91,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
 	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")
+	fs.StringVar(&o.dataPath, "datapath", "auto", "`MODE` for the session's bytes after the handshake: ktls (kernel TLS on the\nclient's socket, handed to rsync), bridge (copied through this process), or\nauto (ktls where the kernel and the session allow, else bridge)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
 	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
@@ -177,7 +186,7 @@ type serveOptions struct {
 	certs, keys, listen, rsyncArgs, trustedProxies    listFlag
 	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
-	rsyncUser                                         string
+	rsyncUser, dataPath                               string
 	handshake, exitIdle, linger, stall                time.Duration
 	maxConns, maxPerSource                            int
 	maxWait, moduleTimeout                            time.Duration
@@ -264,6 +273,18 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	default:
 		return nil, usageError{fmt.Sprintf("--pair %q: give tcp, unix or auto", o.pairName)}
 	}
+	dataPath, err := tlsbridge.ParseDataPath(o.dataPath)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	if dataPath == tlsbridge.DataPathKTLS {
+		if len(o.trustedProxies) > 0 {
+			return nil, usageError{"--datapath ktls cannot serve --trusted-proxy connections: rsync must learn the client's address from a PROXY header, which only the bridge sends (use --datapath auto)"}
+		}
+		if why := tlsbridge.KernelTLSMissing(); why != "" {
+			return nil, fmt.Errorf("--datapath ktls: %s; or use --datapath auto", why)
+		}
+	}
 	var proxy rsyncd.ProxyMode
 	switch o.proxyName {
 	case "auto":
@@ -292,6 +313,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Rsync: rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy,
 				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
 			Pair:          pair,
+			DataPath:      dataPath,
 			Linger:        o.linger,
 			ModuleTimeout: max(o.moduleTimeout, 0),
 			Env:           env,
@@ -422,8 +444,12 @@ func resultFields(res tlsbridge.Result) map[string]string {
 
 // connExit maps one connection's outcome to the process exit status.
 func connExit(res tlsbridge.Result) int {
+	// On the kernel data path the shim never sees the stream, so a module
+	// listing (which rsync ends with 255) cannot be told from the daemon
+	// refusing a module (also 255, also a client's error, not ours).
+	daemonEnd := res.Listing() || res.DataPath == "ktls"
 	switch {
-	case res.RsyncExit > 0 && !(res.Listing() && res.RsyncExit == 255 && res.Err == nil):
+	case res.RsyncExit > 0 && !(daemonEnd && res.RsyncExit == 255 && res.Err == nil):
 		return res.RsyncExit
 	case res.Err != nil:
 		return exitFailure
@@ -447,7 +473,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	if ver == "" {
 		ver = "unknown"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy)
+	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, srv.DataPath)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -27,6 +27,9 @@ type Server struct {
 	HandshakeTimeout time.Duration
 	Rsync            rsyncd.Command
 	Pair             PairKind
+	// DataPath says whether a session may go to kernel TLS (rsync gets
+	// the client's socket) or always through the bridge.
+	DataPath DataPath
 	// Linger bounds how long the client may keep its side open after
 	// rsync is done.
 	Linger time.Duration
@@ -56,8 +59,11 @@ type Result struct {
 	// Module is what the client asked rsync for: a module name, or
 	// "#list" for a module listing; "" if it never said.
 	Module string
-	// Pair is the kind of socket pair rsync got ("" before one was made).
+	// Pair is the kind of socket pair rsync got ("" before one was made,
+	// "-" on the kernel data path, which has none).
 	Pair string
+	// DataPath is "ktls" or "bridge" once rsync was started.
+	DataPath string
 	// RsyncExit is rsync's exit status, or -1 if rsync was never started.
 	RsyncExit int
 	In, Out   int64
@@ -78,8 +84,8 @@ func (r Result) String() string {
 	if mod == "" {
 		mod = "-"
 	}
-	s := fmt.Sprintf("%s: served sni=%s tls=%s cipher=%s client=%s module=%s pair=%s rsync_exit=%d in=%d out=%d duration=%s",
-		r.Peer, sni, r.Version, r.Cipher, id, mod, r.Pair, r.RsyncExit, r.In, r.Out, r.Duration.Round(time.Millisecond))
+	s := fmt.Sprintf("%s: served sni=%s tls=%s cipher=%s client=%s module=%s pair=%s rsync_exit=%d in=%d out=%d duration=%s datapath=%s",
+		r.Peer, sni, r.Version, r.Cipher, id, mod, r.Pair, r.RsyncExit, r.In, r.Out, r.Duration.Round(time.Millisecond), r.DataPath)
 	if r.Err != nil {
 		s += " error=\"" + r.Err.Error() + "\""
 	}
@@ -117,7 +123,12 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 	defer func() { res.Duration = time.Since(start) }()
 	defer raw.Close()
 
-	tc, err := s.handshake(ctx, raw, start.Add(s.HandshakeTimeout))
+	var ko *kernelOffer
+	if s.DataPath != DataPathBridge {
+		ko = &kernelOffer{}
+		defer ko.wipe()
+	}
+	tc, err := s.handshake(ctx, raw, start.Add(s.HandshakeTimeout), ko)
 	if err != nil {
 		res.Err = fmt.Errorf("tls handshake with %s: %w", res.Peer, err)
 		return res
@@ -144,6 +155,10 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 		return res
 	}
 	env := s.rsyncEnv(ci, res.Peer)
+	if ko != nil && s.serveKernel(ctx, raw, ko, st, env, &res) {
+		return res
+	}
+	res.DataPath = "bridge"
 	child, err := s.startRsync(remote, local, env)
 	if err != nil {
 		res.Err = fmt.Errorf("start rsync with %s: %w", res.Peer, err)
@@ -165,8 +180,9 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 
 // handshake reads the client's first bytes, answers whatever is not TLS in
 // its own protocol, and runs the TLS handshake (with the client-certificate
-// policy inside it) by deadline.
-func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time) (*tls.Conn, error) {
+// policy inside it) by deadline. ko, when not nil, readies the session for
+// the kernel data path.
+func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time, ko *kernelOffer) (*tls.Conn, error) {
 	pc, kind, err := sniff(newQuickAckConn(raw), deadline)
 	if err != nil {
 		return nil, fmt.Errorf("reading the client hello: %w", err)
@@ -199,7 +215,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time
 	}
 
 	hello := append([]byte(nil), pc.buf...)
-	tc := tls.Server(pc, s.TLS)
+	tc := tls.Server(ko.input(pc), ko.config(s.TLS))
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	err = tc.HandshakeContext(hctx)
 	cancel()
