@@ -167,12 +167,17 @@ done
 ms=$((($(date +%s%N) - start) / 1000000))
 ok "all $conns connections ended; the last shim was gone ${ms} ms after the last client finished"
 
-step "9. What the shim logged: one line per connection (under systemd, journald keeps it)"
+step "9. What the shim logged: one summary line per connection (under systemd, journald keeps it)"
 grep 'rsync-ssl-shim\[' "$dir/shim.log" | indent || true
-lines=$(grep -c 'rsync-ssl-shim\[' "$dir/shim.log" || true)
-[ "$lines" = "$conns" ] || fail "the shim logged $lines lines for $conns connections"
+# Every line names its peer; each connection has exactly one summary, served
+# or refused, and may have notes before it (such as which data path it took).
+peers=$(grep -o 'rsync-ssl-shim\[[0-9]*\]: \(tls handshake with \)\?127\.0\.0\.1:[0-9]*' "$dir/shim.log" |
+	grep -o '127\.0\.0\.1:[0-9]*' | sort -u | wc -l)
 served=$(grep -c ': served ' "$dir/shim.log" || true)
-ok "$lines lines for $conns connections: $served served, $((lines - served)) refused before rsync was started"
+refused=$(grep -c ': tls handshake with 127\.0\.0\.1:[0-9]*: .*answered with @ERROR' "$dir/shim.log" || true)
+[ "$peers" = "$conns" ] || fail "the shim's lines name $peers clients, and there were $conns connections"
+[ "$served" = 4 ] && [ "$refused" = 1 ] || fail "want 4 sessions served and 1 refused, the log has $served and $refused"
+ok "each of the $conns connections has its summary: $served served, $refused refused before rsync was started"
 
 step "10. What rsync logged: the client address came through the PROXY header"
 indent <"$dir/rsyncd.log"

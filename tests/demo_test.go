@@ -45,7 +45,7 @@ func TestDemo(t *testing.T) {
 		if n := strings.Count(out, "\n   ok: "); n != 12 {
 			t.Fatalf("run %d: %d \"ok:\" lines, want 12 (one per step, two for step 6):\n%s", i, n, out)
 		}
-		for _, want := range []string{"all 5 connections ended", "5 lines for 5 connections: 4 served, 1 refused", "logged no error or warning",
+		for _, want := range []string{"all 5 connections ended", "each of the 5 connections has its summary: 4 served, 1 refused", "logged no error or warning",
 			"Done: every step worked."} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("run %d: output lacks %q:\n%s", i, want, out)

@@ -2,8 +2,10 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +109,18 @@ func journalEntries(t *testing.T, c *container, match ...string) []map[string]an
 	return es
 }
 
+// localhostAddr is the address a client started here reaches "localhost"
+// at: the resolver's first answer, 127.0.0.1 on some machines and ::1 on a
+// fresh Debian 12, whose /etc/hosts names both.
+func localhostAddr(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.DefaultResolver.LookupIPAddr(context.Background(), "localhost")
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve localhost: %v", err)
+	}
+	return addrs[0].IP.String()
+}
+
 // testInstalledDefault runs, in the booted container with the package
 // installed and rsync-ssl.socket enabled, what the default unit promises:
 // one accept loop that exits when idle, rsync's own answer past the limits,
@@ -161,7 +175,7 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 			journal, _ := c.exec(t, time.Minute, "journalctl", "--no-pager", "-n", "20", "-o", "cat", "-u", "rsync-ssl.service")
 			t.Fatalf("client past --max-conns 1 (exit %d), want rsync's max-connections line and exit 5:\n%s\njournal:\n%s", code, out, journal)
 		}
-		if es := journalEntries(t, c, "_SYSTEMD_UNIT=rsync-ssl.service", "RSYNC_SSL_CLIENT=127.0.0.1"); !anyMessage(es, "max connections (1) reached") {
+		if es := journalEntries(t, c, "_SYSTEMD_UNIT=rsync-ssl.service", "RSYNC_SSL_CLIENT="+localhostAddr(t)); !anyMessage(es, "max connections (1) reached") {
 			t.Fatalf("no journal entry for the refusal")
 		}
 	})
@@ -190,9 +204,10 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		if out, code := c.client(t, env, rsyncSSL, "-a", "rsync://localhost/data/", dest+"/"); code != 0 {
 			t.Fatalf("pull (exit %d):\n%s", code, out)
 		}
-		es := journalEntries(t, c, "RSYNC_SSL_CLIENT=127.0.0.1", "RSYNC_SSL_MODULE=data", "RSYNC_SSL_EXIT=0")
+		lo := localhostAddr(t)
+		es := journalEntries(t, c, "RSYNC_SSL_CLIENT="+lo, "RSYNC_SSL_MODULE=data", "RSYNC_SSL_EXIT=0")
 		if len(es) == 0 {
-			t.Fatalf("journalctl RSYNC_SSL_CLIENT=127.0.0.1 RSYNC_SSL_MODULE=data finds no session")
+			t.Fatalf("journalctl RSYNC_SSL_CLIENT=%s RSYNC_SSL_MODULE=data finds no session", lo)
 		}
 		e := es[len(es)-1]
 		for _, k := range []string{"RSYNC_SSL_BYTES_IN", "RSYNC_SSL_BYTES_OUT", "RSYNC_SSL_DATAPATH", "RSYNC_SSL_TLS"} {
@@ -206,8 +221,8 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		// One line per event: the summary is not also on stderr.
 		port, _ := e["RSYNC_SSL_CLIENT_PORT"].(string)
 		all := journalEntries(t, c, "_SYSTEMD_UNIT=rsync-ssl.service")
-		if n := countMessages(all, "127.0.0.1:"+port+": served"); n != 1 {
-			t.Errorf("the summary of 127.0.0.1:%s is in the journal %d times, want once", port, n)
+		if n := countMessages(all, net.JoinHostPort(lo, port)+": served"); n != 1 {
+			t.Errorf("the summary of %s is in the journal %d times, want once", net.JoinHostPort(lo, port), n)
 		}
 	})
 
