@@ -2,6 +2,7 @@ package tlsbridge
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -44,10 +45,23 @@ func (e *ModuleTimeoutError) Error() string {
 // answerRefusal reads the client's greeting (rsync clients send theirs
 // first thing), answers in its protocol with the @ERROR line, and closes
 // with close_notify, so that the client prints the line as rsyncd's own.
+//
+// Like rsyncd, it sends the @ERROR line only after the client's module line
+// (bounded: a client that sends none gets it anyway). A client still writing
+// that line when the connection ends fails on its own write first: through
+// rsync-ssl, openssl has exited on the close, rsync's write to it breaks
+// ("Broken pipe", exit 12), and the @ERROR line is never read.
 func answerRefusal(tc *tls.Conn, raw net.Conn, answer string) {
 	raw.SetDeadline(time.Now().Add(5 * time.Second))
-	line, _ := bufio.NewReaderSize(tc, 512).ReadSlice('\n')
-	tc.Write(rsyncd.ErrorAnswer(line, answer))
+	br := bufio.NewReaderSize(tc, 512)
+	line, _ := br.ReadSlice('\n')
+	greeting, errLine, _ := bytes.Cut(rsyncd.ErrorAnswer(line, answer), []byte("\n"))
+	if _, err := tc.Write(append(greeting, '\n')); err == nil {
+		raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+		br.ReadSlice('\n')
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		tc.Write(errLine)
+	}
 	tc.CloseWrite()
 	lingerClose(raw)
 }
