@@ -314,6 +314,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
 			Pair:          pair,
 			DataPath:      dataPath,
+			KernelMissing: kernelMissing(dataPath),
 			Linger:        o.linger,
 			ModuleTimeout: max(o.moduleTimeout, 0),
 			Env:           env,
@@ -331,6 +332,15 @@ func rsyncCredential(u *runas.User) *rsyncd.Credential {
 		return nil
 	}
 	return &rsyncd.Credential{Uid: c.Uid, Gid: c.Gid, Groups: c.Groups}
+}
+
+// kernelMissing says, for --datapath auto, why the kernel path is out for
+// every session: looked up once, not tried per connection.
+func kernelMissing(dp tlsbridge.DataPath) string {
+	if dp != tlsbridge.DataPathAuto {
+		return ""
+	}
+	return tlsbridge.KernelTLSMissing()
 }
 
 // servePlan is the server plus what the accept loop needs to reload.
@@ -473,7 +483,11 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	if ver == "" {
 		ver = "unknown"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, srv.DataPath)
+	datapath := srv.DataPath.String()
+	if srv.KernelMissing != "" {
+		datapath += " (every session bridged: " + srv.KernelMissing + ")"
+	}
+	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

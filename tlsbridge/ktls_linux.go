@@ -504,24 +504,33 @@ func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // refusal says why this session cannot go to the kernel, "" when it
 // can.
 func (ko *kernelOffer) refusal(raw net.Conn, st tls.ConnectionState) (string, *net.TCPConn) {
-	tcp, ok := raw.(*net.TCPConn)
-	if !ok {
-		// activation's ProxiedConn: the client's address came in a
-		// PROXY header, and only the bridge can pass it on to rsync.
-		return "the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header", nil
-	}
-	if why := KTLSRefusal(st); why != "" {
+	// activation's ProxiedConn: the client's address came in a PROXY
+	// header, and only the bridge can pass it on to rsync.
+	if why := bridgeReason(raw, st, ""); why != "" {
 		return why, nil
 	}
+	tcp := raw.(*net.TCPConn)
 	if !ko.rr.atBoundary() || len(ko.pc.buf) > 0 {
 		return "crypto/tls stopped inside a record (client bytes would be lost to the kernel)", nil
 	}
 	return "", tcp
 }
 
-// fallbackOnce keeps a process that serves many connections from logging
-// the same kernel-wide reason for every one of them.
-var fallbackOnce sync.Map
+// bridgeReason says why an auto session that never tried the kernel path
+// was bridged: its own reason first (a load balancer, TLS 1.2, a cipher),
+// else that the kernel has no TLS module.
+func bridgeReason(raw net.Conn, st tls.ConnectionState, kernelMissing string) string {
+	if _, ok := raw.(*net.TCPConn); !ok {
+		return "the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header"
+	}
+	if why := KTLSRefusal(st); why != "" {
+		return why
+	}
+	if kernelMissing != "" {
+		return "no kernel TLS module"
+	}
+	return ""
+}
 
 // serveKernel hands the session to the kernel: the client's own socket,
 // switched to kernel TLS, becomes rsync's stdin. No pair, no copy loop and
@@ -548,11 +557,6 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 				return true
 			}
 			why = ke.explain()
-			if s.DataPath != DataPathKTLS {
-				if _, seen := fallbackOnce.LoadOrStore(why, true); seen {
-					return false
-				}
-			}
 		}
 	}
 	if why != "" {
@@ -560,7 +564,9 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 			res.Err = fmt.Errorf("kernel tls with %s: %s; refused (--datapath ktls)", res.Peer, why)
 			return true
 		}
-		s.Logf("%s: datapath bridge: %s", res.Peer, why)
+		// No line of its own: the session's summary carries why, so a
+		// server that forks per connection still logs one line each.
+		res.Fallback = why
 		return false
 	}
 	res.DataPath = "ktls"

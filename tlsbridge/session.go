@@ -30,6 +30,11 @@ type Server struct {
 	// DataPath says whether a session may go to kernel TLS (rsync gets
 	// the client's socket) or always through the bridge.
 	DataPath DataPath
+	// KernelMissing, under DataPathAuto, says why no session can go to
+	// the kernel (its TLS module is not loaded), found once at start:
+	// every session is then bridged without trying, and its summary says
+	// so in a few words.
+	KernelMissing string
 	// Linger bounds how long the client may keep its side open after
 	// rsync is done.
 	Linger time.Duration
@@ -64,6 +69,8 @@ type Result struct {
 	Pair string
 	// DataPath is "ktls" or "bridge" once rsync was started.
 	DataPath string
+	// Fallback says why an auto session was bridged, "" otherwise.
+	Fallback string
 	// RsyncExit is rsync's exit status, or -1 if rsync was never started.
 	RsyncExit int
 	In, Out   int64
@@ -86,6 +93,9 @@ func (r Result) String() string {
 	}
 	s := fmt.Sprintf("%s: served sni=%s tls=%s cipher=%s client=%s module=%s pair=%s rsync_exit=%d in=%d out=%d duration=%s datapath=%s",
 		r.Peer, sni, r.Version, r.Cipher, id, mod, r.Pair, r.RsyncExit, r.In, r.Out, r.Duration.Round(time.Millisecond), r.DataPath)
+	if r.Fallback != "" {
+		s += " fallback=\"" + r.Fallback + "\""
+	}
 	if r.Err != nil {
 		s += " error=\"" + r.Err.Error() + "\""
 	}
@@ -124,7 +134,7 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 	defer raw.Close()
 
 	var ko *kernelOffer
-	if s.DataPath != DataPathBridge {
+	if s.DataPath != DataPathBridge && s.KernelMissing == "" {
 		ko = &kernelOffer{}
 		defer ko.wipe()
 	}
@@ -159,6 +169,9 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 		return res
 	}
 	res.DataPath = "bridge"
+	if s.DataPath == DataPathAuto && res.Fallback == "" {
+		res.Fallback = bridgeReason(raw, st, s.KernelMissing)
+	}
 	child, err := s.startRsync(remote, local, env)
 	if err != nil {
 		res.Err = fmt.Errorf("start rsync with %s: %w", res.Peer, err)
