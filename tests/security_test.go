@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -36,14 +35,6 @@ import (
 const securityArea = "Security findings (issue 15)"
 
 var netDialer = net.Dialer{Timeout: 5 * time.Second}
-
-func netListen(addr string) (*net.TCPListener, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return l.(*net.TCPListener), nil
-}
 
 func recordSecurity(t *testing.T, name, input, outcome string, start time.Time) {
 	record(t, securityArea, name, input, outcome, 2*time.Minute, time.Since(start))
@@ -502,61 +493,6 @@ func TestSecurityRsyncEnvAllowList(t *testing.T) {
 		"a pre-xfer exec hook sees none of them; LANG, LC_TIME, TZ, PATH and our PROTO/TCP*/SSL_* pass", start)
 }
 
-// serveOneAs is serveOne with serve started through a wrapper (setpriv).
-func serveOneAs(t *testing.T, wrapper []string, args []string, client func(t *testing.T, addr string) string) serveOneResult {
-	t.Helper()
-	l, err := netListen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	addr := l.Addr().String()
-	clientOut := make(chan string, 1)
-	go func() { clientOut <- client(t, addr) }()
-	l.SetDeadline(time.Now().Add(30 * time.Second))
-	c, err := l.AcceptTCP()
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	f, err := c.File()
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	argv := append(append(append([]string{}, wrapper...), shimBin), args...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdin = f
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	start := time.Now()
-	err = cmd.Start()
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Wait()
-	res := serveOneResult{took: time.Since(start), log: stderr.String()}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	if ctx.Err() != nil {
-		t.Fatalf("serve did not finish within 60s; log:\n%s", res.log)
-	}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case res.client = <-clientOut:
-	case <-time.After(30 * time.Second):
-		t.Fatal("client did not finish within 30s after serve exited")
-	}
-	return res
-}
-
 // capsLine reads "CapPrm=... CapEff=... CapAmb=..." out of a hook's report.
 var capRE = regexp.MustCompile(`(?m)^(Cap(?:Prm|Eff|Amb)):\s*([0-9a-f]+)$`)
 
@@ -676,7 +612,7 @@ mv %s.tmp %s
 		dst := t.TempDir()
 		wrap := []string{"setpriv", "--reuid=" + daemon.Uid, "--regid=" + daemon.Gid, "--clear-groups",
 			"--inh-caps=+setuid,+setgid,+kill", "--ambient-caps=+setuid,+setgid,+kill"}
-		res := serveOneAs(t, wrap, serveArgs(&pk, rd, rsync, "--rsync-user", "nobody"), sslPull(p, clientCert{}, dst))
+		res := serveOneVia(t, "127.0.0.1", wrap, serveArgs(&pk, rd, rsync, "--rsync-user", "nobody"), sslPull(p, clientCert{}, dst))
 		check(t, res, dst)
 	})
 	t.Run("refusals", func(t *testing.T) {

@@ -460,6 +460,13 @@ type serveOneResult struct {
 // process group is still alive.
 func serveOne(t *testing.T, host string, args []string, client func(t *testing.T, addr string) string) serveOneResult {
 	t.Helper()
+	return serveOneVia(t, host, nil, args, client)
+}
+
+// serveOneVia is serveOne with serve started through a wrapper command
+// (setpriv, to run it as another user with chosen capabilities).
+func serveOneVia(t *testing.T, host string, wrapper, args []string, client func(t *testing.T, addr string) string) serveOneResult {
+	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +488,8 @@ func serveOne(t *testing.T, host string, args []string, client func(t *testing.T
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, shimBin, args...)
+	argv := append(append(append([]string{}, wrapper...), shimBin), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = f
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
