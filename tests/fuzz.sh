@@ -44,8 +44,10 @@ for pkg in $($GO list ./... | grep -v "/tests$" | sed "s|^$mod|.|"); do
 			continue
 		fi
 		execs=$(printf '%s\n' "$out" | sed -n 's/.*execs: \([0-9]*\).*/\1/p' | tail -n 1)
-		printf '%-56s %14s\n' "${pkg#./}.$target" "${execs:-?}"
-		[ -n "$report" ] && printf '%s %s %s\n' "${pkg#./}.$target" "${execs:-?}" "$secs" >> "$report"
+		name=${pkg#./}
+		[ "$name" = . ] && name=main
+		printf '%-56s %14s\n' "$name.$target" "${execs:-?}"
+		[ -n "$report" ] && printf '%s %s %s\n' "$name.$target" "${execs:-?}" "$secs" >> "$report"
 	done
 done
 exit $status
