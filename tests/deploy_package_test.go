@@ -41,22 +41,27 @@ func TestDeployPackage(t *testing.T) {
 	deb := debs[0]
 	t.Logf("built %s", filepath.Base(deb))
 
-	t.Run("lintian", func(t *testing.T) {
-		lintian := needTool(t, "lintian")
-		res, code := runCmd(t, 5*time.Minute, nil, lintian, "--pedantic", "--display-info", "--fail-on", "none", deb)
-		var bad []string
-		for _, line := range strings.Split(res, "\n") {
-			if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "W: ") {
-				bad = append(bad, line)
-			}
-		}
-		t.Logf("lintian --pedantic --display-info (exit %d):\n%s", code, res)
-		if code != 0 || len(bad) > 0 {
-			t.Fatalf("lintian reports errors or warnings:\n%s", strings.Join(bad, "\n"))
-		}
-	})
+	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
 
 	t.Run("bookworm", func(t *testing.T) { testBookworm(t, deb) })
+}
+
+// lintianClean runs lintian --pedantic on a package file and fails the test
+// on any error or warning it reports.
+func lintianClean(t *testing.T, what, file string) {
+	t.Helper()
+	lintian := needTool(t, "lintian")
+	out, code := runCmd(t, 5*time.Minute, nil, lintian, "--pedantic", "--display-info", "--fail-on", "none", file)
+	var bad []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "W: ") {
+			bad = append(bad, line)
+		}
+	}
+	t.Logf("lintian --pedantic --display-info on %s (exit %d):\n%s", what, code, out)
+	if code != 0 || len(bad) > 0 {
+		t.Fatalf("lintian reports errors or warnings on %s:\n%s", what, strings.Join(bad, "\n"))
+	}
 }
 
 // cachedBookworm returns a debootstrapped Debian 12 root, made once and kept
