@@ -37,36 +37,33 @@ func TestPlainRsyncAnswer(t *testing.T) {
 	}
 }
 
+// checkPredicate asserts that f holds for every good value and for no bad one.
+func checkPredicate(t *testing.T, name string, f func(string) bool, good, bad []string) {
+	t.Helper()
+	for _, v := range good {
+		if !f(v) {
+			t.Errorf("%s(%q) = false, want true", name, v)
+		}
+	}
+	for _, v := range bad {
+		if f(v) {
+			t.Errorf("%s(%q) = true, want false", name, v)
+		}
+	}
+}
+
 func TestSafeEnvValue(t *testing.T) {
 	good := []string{"host-a.example.org", "CN=backup01,O=Example", "2001:db8::1", "TLS_AES_128_GCM_SHA256", "a@b", "host-a.", "a.b_c"}
 	bad := []string{"", "../../etc", "a/b", "$(id)", "`id`", "a;b", "line\nbreak", "-rf", " lead", "trail ", "x%y%", strings.Repeat("a", 300), "tab\t", "quote'",
 		".", "..", ".hidden", "host-a --delete-everything", "a b", "CN=backup01,O=Example Corp"}
-	for _, v := range good {
-		if !SafeEnvValue(v) {
-			t.Errorf("SafeEnvValue(%q) = false, want true", v)
-		}
-	}
-	for _, v := range bad {
-		if SafeEnvValue(v) {
-			t.Errorf("SafeEnvValue(%q) = true, want false", v)
-		}
-	}
+	checkPredicate(t, "SafeEnvValue", SafeEnvValue, good, bad)
 }
 
 func TestSafeEnvText(t *testing.T) {
 	good := []string{"CN=backup01,O=Example Corp", "Mar  4 05:06:07 2026 GMT", "CN=.,O=x", "CN=host-a"}
 	bad := []string{"", " lead", "trail ", "CN=host-a --delete-everything", "CN=a .hidden", "CN=a/b", "CN=$(id)", "CN=..", ".x", "-x",
 		"CN=a\tb", "CN=a\nb", strings.Repeat("a ", 200)}
-	for _, v := range good {
-		if !SafeEnvText(v) {
-			t.Errorf("SafeEnvText(%q) = false, want true", v)
-		}
-	}
-	for _, v := range bad {
-		if SafeEnvText(v) {
-			t.Errorf("SafeEnvText(%q) = true, want false", v)
-		}
-	}
+	checkPredicate(t, "SafeEnvText", SafeEnvText, good, bad)
 }
 
 func TestModuleRequested(t *testing.T) {
