@@ -56,9 +56,10 @@ right after a header naming no client (v2 LOCAL), is a health check: one log
 line, exit 0, no rsync.
 A PROXY header from any other peer is refused.
 
-Data path (--datapath): with the kernel's TLS module loaded ("tls" in
-/proc/sys/net/ipv4/tcp_available_ulp), a TLS 1.3 AES-GCM session is handed
-to the kernel after our handshake, and rsync gets the client's own socket:
+Data path (--datapath): with the kernel's tls module loaded (asked once at
+start on a loopback socket; the shipped units load it), a TLS 1.3 AES-GCM
+session is handed to the kernel after our handshake, and rsync gets the
+client's own socket:
 no copy through this process, no pair, no PROXY header (rsync sees the
 client itself, on every rsync version). auto, the default, uses the bridge
 for TLS 1.2, ChaCha20, --trusted-proxy, or a kernel without the module, and
