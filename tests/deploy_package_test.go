@@ -14,18 +14,30 @@ import (
 	"time"
 )
 
-// bookwormCache holds the debootstrapped Debian 12 root between runs; it is
-// rebuilt when bookwormPackages changes.
-const bookwormCache = "/var/cache/rsync-ssl-shim-tests"
+// debianCache holds the debootstrapped Debian roots between runs, one per
+// release; each is rebuilt when debianPackages changes.
+const debianCache = "/var/cache/rsync-ssl-shim-tests"
 
-// bookwormPackages are added to the minimal root: systemd to boot it, rsync
+// debianPackages are added to the minimal root: systemd to boot it, rsync
 // because the package depends on it (the container has no network, so apt
 // must find every dependency already installed).
 // stunnel4 is for make bench-installed, which boots the same root.
-var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
+var debianPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
+
+// debianRelease is a Debian release the package is installed on.
+type debianRelease struct {
+	suite, name string
+}
+
+// debianReleases are where users are: every subtest of testRelease runs on
+// each (TestDeployPackage/bookworm/..., TestDeployPackage/trixie/...).
+var debianReleases = []debianRelease{
+	{"bookworm", "Debian 12"}, // systemd 252, rsync 3.2.7, OpenSSL 3.0
+	{"trixie", "Debian 13"},   // systemd 257, rsync 3.4.1, OpenSSL 3.5
+}
 
 // TestDeployPackage builds the .deb, lints it, and installs it into a
-// freshly booted Debian 12 under systemd-nspawn.
+// freshly booted Debian 12 and Debian 13 under systemd-nspawn.
 func TestDeployPackage(t *testing.T) {
 	needTool(t, "dpkg-buildpackage")
 	needTool(t, "dh")
@@ -43,7 +55,9 @@ func TestDeployPackage(t *testing.T) {
 
 	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
 
-	t.Run("bookworm", func(t *testing.T) { testBookworm(t, deb) })
+	for _, rel := range debianReleases {
+		t.Run(rel.suite, func(t *testing.T) { testRelease(t, rel, deb) })
+	}
 }
 
 // lintianClean runs lintian --pedantic on a package file and fails the test
@@ -64,20 +78,20 @@ func lintianClean(t *testing.T, what, file string) {
 	}
 }
 
-// cachedBookworm returns a debootstrapped Debian 12 root, made once and kept
-// under bookwormCache.
-func cachedBookworm(t *testing.T) string {
+// cachedDebian returns a debootstrapped root of the release, made once and
+// kept under debianCache.
+func cachedDebian(t *testing.T, rel debianRelease) string {
 	t.Helper()
 	debootstrap := needTool(t, "debootstrap")
-	key := "bookworm-minbase-" + strings.Join(bookwormPackages, ",")
-	root := filepath.Join(bookwormCache, strings.NewReplacer(",", "_").Replace(key))
+	key := rel.suite + "-minbase-" + strings.Join(debianPackages, ",")
+	root := filepath.Join(debianCache, strings.NewReplacer(",", "_").Replace(key))
 	if _, err := os.Stat(filepath.Join(root, ".complete")); err == nil {
 		return root
 	}
-	if err := os.MkdirAll(bookwormCache, 0o755); err != nil {
+	if err := os.MkdirAll(debianCache, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tmp, err := os.MkdirTemp(bookwormCache, "partial-")
+	tmp, err := os.MkdirTemp(debianCache, "partial-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +103,7 @@ func cachedBookworm(t *testing.T) string {
 	}
 	start := time.Now()
 	res, code := runCmd(t, 8*time.Minute, nil, debootstrap, "--variant=minbase",
-		"--include="+strings.Join(bookwormPackages, ","), "bookworm", tmp)
+		"--include="+strings.Join(debianPackages, ","), rel.suite, tmp)
 	if code != 0 {
 		t.Fatalf("debootstrap (exit %d):\n%s", code, res)
 	}
@@ -100,7 +114,7 @@ func cachedBookworm(t *testing.T) string {
 	if err := os.Rename(tmp, root); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("debootstrapped Debian 12 into %s in %v", root, time.Since(start).Round(time.Second))
+	t.Logf("debootstrapped %s into %s in %v", rel.name, root, time.Since(start).Round(time.Second))
 	return root
 }
 
@@ -267,13 +281,13 @@ func copyFileT(t *testing.T, from, to string) {
 	writeFile(t, to, readFileT(t, from), 0o644)
 }
 
-// testBookworm installs the package the way README.md ("Install on Debian 12") tells an admin
+// testRelease installs the package the way README.md ("Install on Debian 12") tells an admin
 // to, pulls a module through it with stock rsync-ssl and with our own rsync
 // command, proves the sandbox refuses what it should, and purges.
-func testBookworm(t *testing.T, deb string) {
+func testRelease(t *testing.T, rel debianRelease, deb string) {
 	rsyncSSL := needTool(t, "rsync-ssl")
 	needTool(t, "openssl")
-	c := bootContainer(t, cachedBookworm(t))
+	c := bootContainer(t, cachedDebian(t, rel))
 
 	// The modules: a tree under /srv (allowed), the same kind of tree in a
 	// home directory (world-readable, hidden by ProtectHome=), and an upload
@@ -344,8 +358,11 @@ func testBookworm(t *testing.T, deb string) {
 		t.Fatalf("rsync-ssl pull (exit %d):\n%s\njournal:\n%s", code, out, journal)
 	}
 	sameTree(t, data, dest)
-	t.Logf("install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
-		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+	t.Logf("%s: install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
+		rel.name, len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+
+	t.Run("kernel-tls-probe", func(t *testing.T) { testInstalledProbe(t, c) })
+	t.Run("journal-prefix", func(t *testing.T) { testInstalledJournalPrefix(t, c) })
 
 	t.Run("verify-installed", func(t *testing.T) {
 		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
