@@ -34,6 +34,15 @@ func testInstalledProbe(t *testing.T, c *container) {
 	case !host && !strings.Contains(start, `every session bridged: the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT`):
 		t.Errorf("the host's kernel has no tls module; the start line inside the sandbox does not say so from the kernel's answer:\n%s", start)
 	}
+	// The summary's journal fields name the data path, as its text does.
+	want := map[bool]string{true: "ktls", false: "bridge"}[host]
+	es := journalEntries(t, c, "RSYNC_SSL_MODULE=data")
+	if len(es) == 0 {
+		t.Fatal("no journal entry with RSYNC_SSL_MODULE=data")
+	}
+	if got := es[len(es)-1]["RSYNC_SSL_DATAPATH"]; got != want {
+		t.Errorf("RSYNC_SSL_DATAPATH=%v in the pull's journal entry, want %s (RSYNC_SSL_PAIR=%v)", got, want, es[len(es)-1]["RSYNC_SSL_PAIR"])
+	}
 }
 
 // doubledPrefix is journald's "rsync-ssl-shim[PID]: " followed by our own
