@@ -62,3 +62,19 @@ func testInstalledJournalPrefix(t *testing.T, c *container) {
 		t.Errorf("no start line \"rsync-ssl-shim[PID]: serving ...\" in the journal:\n%s", out)
 	}
 }
+
+// testInstalledModuleLoad: the package loads the tls module when one of its
+// services starts (modprobe@tls.service, run by systemd as root, outside the
+// sandbox), not at boot on every host that has it installed.
+func testInstalledModuleLoad(t *testing.T, c *container) {
+	files := c.must(t, "dpkg", "-L", "rsync-ssl-shim")
+	if strings.Contains(files, "modules-load.d") {
+		t.Errorf("the package ships a modules-load.d file, which loads the module at boot on every host:\n%s", files)
+	}
+	for _, svc := range []string{"rsync-ssl.service", "rsync-ssl-isolated@probe.service"} {
+		out := c.must(t, "systemctl", "show", "-p", "Wants", "-p", "After", svc)
+		if strings.Count(out, "modprobe@tls.service") != 2 {
+			t.Errorf("%s does not want and follow modprobe@tls.service:\n%s", svc, out)
+		}
+	}
+}

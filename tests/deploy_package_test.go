@@ -363,6 +363,7 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 
 	t.Run("kernel-tls-probe", func(t *testing.T) { testInstalledProbe(t, c) })
 	t.Run("journal-prefix", func(t *testing.T) { testInstalledJournalPrefix(t, c) })
+	t.Run("tls-module-on-start", func(t *testing.T) { testInstalledModuleLoad(t, c) })
 
 	t.Run("verify-installed", func(t *testing.T) {
 		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
