@@ -296,15 +296,24 @@ func (p *ClientPolicy) Warnings(certs []*x509.Certificate) []string {
 	return w
 }
 
+// AsClientCertError returns the client-certificate refusal inside a
+// handshake error: the policy's own, or one for a client that sent no
+// certificate where one is required; ok is false for other errors.
+func AsClientCertError(err error) (ce *ClientCertError, ok bool) {
+	if errors.As(err, &ce) {
+		return ce, true
+	}
+	if tlserr.NoClientCertificate(err) {
+		return &ClientCertError{Reason: noCertReason}, true
+	}
+	return nil, false
+}
+
 // ExplainClientCert turns a handshake error caused by the client
 // certificate policy into the log message; ok is false for other errors.
 func ExplainClientCert(err error) (msg string, ok bool) {
-	var ce *ClientCertError
-	if errors.As(err, &ce) {
+	if ce, ok := AsClientCertError(err); ok {
 		return ce.Error(), true
-	}
-	if tlserr.NoClientCertificate(err) {
-		return noCertReason, true
 	}
 	return "", false
 }

@@ -124,12 +124,12 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time
 	err = tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		if msg, ok := ExplainClientCert(err); ok {
+		if ce, ok := AsClientCertError(err); ok {
 			// The alert is on its way; closing with the client's
 			// last flight unread would send a reset that can
 			// overtake it, and the client would see a reset instead.
 			lingerClose(raw)
-			return nil, errors.New(msg)
+			return nil, ce
 		}
 		return nil, errors.New(explainHandshake(err, s.HandshakeTimeout, hello))
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -187,8 +186,10 @@ func (s *Server) admit(st tls.ConnectionState, peer string) (*x509.Certificate, 
 	// alert, but still before rsync exists.
 	if s.TLS.VerifyConnection == nil {
 		if err := s.Client.VerifyConnection(st); err != nil {
-			msg, _ := ExplainClientCert(err)
-			return nil, errors.New(msg)
+			if ce, ok := AsClientCertError(err); ok {
+				return nil, ce
+			}
+			return nil, err
 		}
 	}
 	if len(st.PeerCertificates) == 0 {
