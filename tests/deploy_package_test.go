@@ -39,6 +39,7 @@ var debianReleases = []debianRelease{
 // TestDeployPackage builds the .deb, lints it, and installs it into a
 // freshly booted Debian 12 and Debian 13 under systemd-nspawn.
 func TestDeployPackage(t *testing.T) {
+	slowTier(t, "booted systemd")
 	needTool(t, "dpkg-buildpackage")
 	needTool(t, "dh")
 	out := t.TempDir()
@@ -81,6 +82,7 @@ func lintianClean(t *testing.T, what, file string) {
 // cachedDebian returns a debootstrapped root of the release, made once and
 // kept under debianCache.
 func cachedDebian(t *testing.T, rel debianRelease) string {
+	slowTier(t, "booted systemd")
 	t.Helper()
 	debootstrap := needTool(t, "debootstrap")
 	key := rel.suite + "-minbase-" + strings.Join(debianPackages, ",")

@@ -15,17 +15,17 @@ func TestKernelTLSProbeAgreesWithTheKernel(t *testing.T) {
 	if !ran {
 		t.Fatalf("the loopback probe could not run: %v", err)
 	}
-	got := KernelTLSMissing()
+	got := KernelTLSUnavailable()
 	b, ferr := os.ReadFile(availableULPs)
 	if ferr != nil {
 		t.Fatal(ferr)
 	}
 	listed := strings.Contains(" "+strings.TrimSpace(string(b))+" ", " tls ")
-	t.Logf("%s: %q; probe: err=%v, KernelTLSMissing()=%q", availableULPs, strings.TrimSpace(string(b)), err, got)
+	t.Logf("%s: %q; probe: err=%v, KernelTLSUnavailable()=%q", availableULPs, strings.TrimSpace(string(b)), err, got)
 	switch {
 	case listed && (err != nil || got != ""):
 		t.Errorf("the kernel lists tls, but the probe says %v / %q", err, got)
 	case !listed && got != noTLSModule:
-		t.Errorf("the kernel has no tls ULP; KernelTLSMissing() = %q, want %q", got, noTLSModule)
+		t.Errorf("the kernel has no tls ULP; KernelTLSUnavailable() = %q, want %q", got, noTLSModule)
 	}
 }
