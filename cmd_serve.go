@@ -71,6 +71,7 @@ Exit status (one connection): 0 served, rsync's own status when rsync failed,
 func runServe(args []string, stdout, stderr io.Writer) int {
 	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
 	// the client's socket.
+	fdErr := runas.CloseInheritedOnExec()
 	stdio := activation.ProtectStdio()
 	log := newLogger(stderr)
 	var rsyncStderr io.Writer = stderr
@@ -79,6 +80,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		rsyncStderr = nil
 	}
 
+	if fdErr != nil {
+		// Nothing this process was handed may reach rsync; refuse
+		// rather than serve with a descriptor leaking into it.
+		log.Logf("serve: %v", fdErr)
+		return exitFailure
+	}
 	var o serveOptions
 	fs := newFlagSet("serve", commandHelp{synopsis: "serve [flags]", about: serveAbout}, log)
 	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
@@ -238,7 +245,9 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	}
 	env := tlsbridge.BaseEnv(os.Environ())
 	var runAs *runas.User
-	var launch func(func() error) error
+	// Every rsync starts with no_new_privs and no inheritable or ambient
+	// capabilities, whoever it runs as.
+	launch := runas.StartCleared
 	if o.rsyncUser != "" {
 		if runAs, err = runas.Lookup(o.rsyncUser); err != nil {
 			if errors.Is(err, runas.ErrUsage) {
@@ -250,7 +259,6 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			return nil, err
 		}
 		env = tlsbridge.WithUser(env, runAs.Name, runAs.Home)
-		launch = runas.StartCleared
 	}
 	if o.rsyncConf != "" {
 		if _, err := os.Stat(o.rsyncConf); err != nil {

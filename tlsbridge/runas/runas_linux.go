@@ -147,7 +147,9 @@ func (u *User) Check() error {
 }
 
 // StartCleared runs start (an exec.Cmd's Start) on a thread whose ambient
-// and inheritable capability sets are empty. A server running as a service
+// and inheritable capability sets are empty and which has no_new_privs set,
+// so that rsync, and everything it execs, can never gain a privilege
+// through a set-user-ID or file-capability binary. A server running as a service
 // user with AmbientCapabilities=CAP_SETUID... holds those capabilities as
 // ambient ones, and the kernel keeps ambient capabilities across a switch
 // between two non-root users and across execve: rsync would start with
@@ -162,6 +164,12 @@ func StartCleared(start func() error) error {
 	defer runtime.UnlockOSThread()
 	if err := clearInherited(); err != nil {
 		return err
+	}
+	// no_new_privs belongs to the thread, is inherited by the child and
+	// survives execve; it cannot be unset, and nothing else in the server
+	// execs or needs set-user-ID programs, so the thread keeps it.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
 	}
 	return start()
 }
