@@ -582,8 +582,7 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 	}
 	KeepAlive(raw, s.Stall)
 	setUserTimeout(rc, s.Stall)
-	rsync := s.Rsync
-	rsync.Proxy = rsyncd.ProxyOff // rsync reads the client itself
+	rsync := s.Rsync.OwnSocket() // rsync reads the client itself
 	cmd, err := rsync.Start(f, "", env, s.RsyncStderr)
 	f.Close() // rsync holds its own copy now
 	if err != nil {

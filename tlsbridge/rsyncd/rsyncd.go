@@ -235,6 +235,19 @@ type Command struct {
 	Launch func(start func() error) error
 }
 
+// OwnSocket is the command for an rsync handed the client's own socket
+// (the kernel TLS path): it reads no PROXY header, so "proxy protocol" is
+// set to no wherever this rsync knows the parameter. A mode that names the
+// parameter (hosts, plain) says it does, also for a binary that could not be
+// read, such as a wrapper script: "proxy protocol = yes" left in its
+// rsyncd.conf would otherwise believe a PROXY line the client itself sent
+// inside TLS, and "hosts allow" would take the address it names.
+func (r Command) OwnSocket() Command {
+	r.KnowsProxyProtocol = r.KnowsProxyProtocol || r.Proxy != ProxyOff
+	r.Proxy = ProxyOff
+	return r
+}
+
 // Credential is a user rsync runs as: uid, gid and supplementary groups.
 type Credential struct {
 	Uid, Gid uint32
