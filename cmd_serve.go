@@ -163,6 +163,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer src.Close()
+	if srv.Rsync.User != nil {
+		// From here on the capabilities to switch users and to signal
+		// rsync are effective only around those calls (nothing else
+		// needs them: the listening socket is bound by now).
+		if err := runas.LowerEffective(); err != nil && !errors.Is(err, runas.ErrThreadsUnsupported) {
+			log.Logf("serve: %v", err)
+			return exitFailure
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -319,7 +328,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Client:           client,
 			HandshakeTimeout: o.handshake,
 			Rsync: rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, Proxy: proxy,
-				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch},
+				KnowsProxyProtocol: info.HasProxyProtocol, User: rsyncCredential(runAs), Launch: launch, Kill: runas.Signal},
 			Pair:          pair,
 			DataPath:      dataPath,
 			KernelMissing: kernelMissing(dataPath),

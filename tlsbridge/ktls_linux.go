@@ -595,11 +595,11 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 	select {
 	case werr = <-waited:
 	case <-ctx.Done():
-		cmd.Process.Signal(syscall.SIGTERM)
+		rsync.Signal(cmd.Process, syscall.SIGTERM)
 		select {
 		case werr = <-waited:
 		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
+			rsync.Signal(cmd.Process, syscall.SIGKILL)
 			werr = <-waited
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 
 	"strings"
@@ -286,6 +287,8 @@ type rsyncChild struct {
 	cmd    *exec.Cmd
 	ours   net.Conn
 	waited chan error
+	// signal reaches rsync also when it runs as another user.
+	signal func(p *os.Process, sig os.Signal) error
 }
 
 // startRsync makes the socket pair, writes the PROXY header into it and
@@ -315,7 +318,7 @@ func (s *Server) startRsync(remote, local netip.AddrPort, env []string) (*rsyncC
 		pair.Ours.Close()
 		return nil, err
 	}
-	child := &rsyncChild{cmd: cmd, ours: pair.Ours, waited: make(chan error, 1)}
+	child := &rsyncChild{cmd: cmd, ours: pair.Ours, waited: make(chan error, 1), signal: s.Rsync.Signal}
 	go func() { child.waited <- cmd.Wait() }()
 	return child, nil
 }
@@ -329,7 +332,7 @@ func (s *Server) bridge(ctx context.Context, tc *tls.Conn, raw net.Conn, child *
 	go func() {
 		select {
 		case <-ctx.Done():
-			child.cmd.Process.Signal(syscall.SIGTERM)
+			s.Rsync.Signal(child.cmd.Process, syscall.SIGTERM)
 		case <-stopped:
 		}
 	}()
@@ -351,11 +354,11 @@ func (c *rsyncChild) reap() int {
 	select {
 	case werr = <-c.waited:
 	case <-time.After(10 * time.Second):
-		c.cmd.Process.Signal(syscall.SIGTERM)
+		c.signal(c.cmd.Process, syscall.SIGTERM)
 		select {
 		case werr = <-c.waited:
 		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
+			c.signal(c.cmd.Process, syscall.SIGKILL)
 			werr = <-c.waited
 		}
 	}

@@ -233,6 +233,18 @@ type Command struct {
 	// Launch, when set, runs the exec.Cmd's Start for Start: the caller
 	// uses it to start rsync from a thread without ambient capabilities.
 	Launch func(start func() error) error
+	// Kill, when set, sends a signal to a started rsync: the caller uses
+	// it to hold CAP_KILL only for the call when rsync runs as another
+	// user.
+	Kill func(p *os.Process, sig os.Signal) error
+}
+
+// Signal sends sig to p, a started rsync, through Kill when set.
+func (r *Command) Signal(p *os.Process, sig os.Signal) error {
+	if r.Kill != nil {
+		return r.Kill(p, sig)
+	}
+	return p.Signal(sig)
 }
 
 // OwnSocket is the command for an rsync handed the client's own socket
