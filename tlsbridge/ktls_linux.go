@@ -1,6 +1,7 @@
 package tlsbridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -200,23 +201,34 @@ type secretLog struct {
 }
 
 func (l *secretLog) Write(p []byte) (int, error) {
-	f := strings.Fields(string(p))
+	// Parsed in place: a string conversion would leave a copy of the
+	// secret that nothing can wipe.
+	f := bytes.Fields(p)
 	if len(f) == 3 {
 		var dst *[]byte
-		switch f[0] {
+		switch string(f[0]) {
 		case "CLIENT_TRAFFIC_SECRET_0":
 			dst = &l.client
 		case "SERVER_TRAFFIC_SECRET_0":
 			dst = &l.server
 		}
 		if dst != nil {
-			if s, err := hex.DecodeString(f[2]); err == nil {
+			s := make([]byte, hex.DecodedLen(len(f[2])))
+			if _, err := hex.Decode(s, f[2]); err == nil {
 				l.mu.Lock()
+				clear(*dst)
 				*dst = s
 				l.mu.Unlock()
+			} else {
+				clear(s)
 			}
 		}
 	}
+	// The line is crypto/tls's own one-off allocation for this call
+	// (writeKeyLog formats it afresh and drops it), and it holds a
+	// traffic secret in hex: wipe it rather than leave it to the
+	// garbage collector.
+	clear(p)
 	return len(p), nil
 }
 
@@ -312,11 +324,14 @@ func enableKTLS(rc syscall.RawConn, suite uint16, clientSecret, serverSecret []b
 			kerr = &ktlsError{"TCP_ULP", err, true}
 			return
 		}
-		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsTX, string(tx)); err != nil {
+		// The structs are passed without a string copy (unsafe.String
+		// shares their bytes), so that clearing tx and rx leaves no key
+		// behind.
+		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsTX, unsafe.String(&tx[0], len(tx))); err != nil {
 			kerr = &ktlsError{"TLS_TX", err, true}
 			return
 		}
-		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsRX, string(rx)); err != nil {
+		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsRX, unsafe.String(&rx[0], len(rx))); err != nil {
 			kerr = &ktlsError{"TLS_RX", err, false}
 		}
 	})
@@ -548,9 +563,17 @@ func (s *Server) serveKernel(ctx context.Context, raw net.Conn, ko *kernelOffer,
 	}
 	if why == "" {
 		cs, ss := ko.log.secrets()
+		var err error
 		if cs == nil || ss == nil {
 			why = errNoSecrets.Error()
-		} else if err := enableKTLS(rc, st.CipherSuite, cs, ss); err != nil {
+		} else {
+			err = enableKTLS(rc, st.CipherSuite, cs, ss)
+		}
+		// The kernel has its copies now (or the session is bridged,
+		// where crypto/tls keeps its own): ours go at once, not when
+		// the session ends.
+		ko.log.wipe()
+		if err != nil {
 			var ke *ktlsError
 			if errors.As(err, &ke) && !ke.fallback {
 				res.Err = fmt.Errorf("kernel tls with %s: %w (the session cannot continue)", res.Peer, err)
