@@ -94,13 +94,25 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.dataPath, "datapath", "auto", "`MODE` for the session's bytes after the handshake: ktls (kernel TLS on the\nclient's socket, handed to rsync), bridge (copied through this process), or\nauto (ktls where the kernel and the session allow, else bridge)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
-		"waits up to --max-conns-wait for a slot, then is told rsync's \"@ERROR: max\n"+
-		"connections (N) reached -- try again later\" after its handshake (0: no cap)")
-	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 0, "with a listening socket: at most `N` of them from one client address (behind\n"+
-		"--trusted-proxy, the address in the PROXY header), answered the same way (0: no cap)")
-	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a connection over --max-conns or --max-conns-per-source\n"+
-		"waits for a slot before it is told to try again later")
+	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` sessions (connections past their TLS\n"+
+		"handshake) served at once; one more waits up to --max-conns-wait for a slot,\n"+
+		"then is told rsync's \"@ERROR: max connections (N) reached -- try again\n"+
+		"later\" (0: no cap)")
+	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 8, "with a listening socket: at most `N` sessions from one source (see\n"+
+		"--source-prefix-v4; behind --trusted-proxy, the address in the PROXY header);\n"+
+		"one more is told the same at once, without waiting (0: no cap)")
+	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a session over --max-conns waits for a slot before it is\n"+
+		"told to try again later")
+	fs.IntVar(&o.maxHandshakes, "max-handshakes", 256, "with a listening socket: at most `N` connections still before the end of their\n"+
+		"TLS handshake, apart from --max-conns; past it the oldest silent one (else the\n"+
+		"oldest) of the source holding the most is closed: the accept loop never stops\n"+
+		"for them (0: no cap)")
+	fs.IntVar(&o.maxHandshakesPerSource, "max-handshakes-per-source", 16, "with a listening socket: at most `N` of those from one source; past it the\n"+
+		"oldest silent one (else the oldest) of that source is closed (0: no cap)")
+	fs.IntVar(&o.prefixV4, "source-prefix-v4", 32, "IPv4 clients in one /`BITS` count as one source for the per-source limits")
+	fs.IntVar(&o.prefixV6, "source-prefix-v6", 64, "IPv6 clients in one /`BITS` count as one source (one host usually holds a /64)")
+	fs.DurationVar(&o.firstByte, "first-byte-timeout", 5*time.Second, "close a connection that has sent nothing (no TLS hello; behind\n"+
+		"--trusted-proxy, no PROXY header) within `DURATION` of its accept")
 	fs.DurationVar(&o.moduleTimeout, "module-timeout", 30*time.Second, "end a client that has not named a module (or asked for the list) within\n"+
 		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
 		"\"timeout\" still applies)")
@@ -187,8 +199,10 @@ type serveOptions struct {
 	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	rsyncUser, dataPath                               string
-	handshake, exitIdle, linger, stall                time.Duration
+	handshake, exitIdle, linger, stall, firstByte     time.Duration
 	maxConns, maxPerSource                            int
+	maxHandshakes, maxHandshakesPerSource             int
+	prefixV4, prefixV6                                int
 	maxWait, moduleTimeout                            time.Duration
 	// client takes the client-certificate flags directly.
 	client tlsbridge.ClientAuthConfig
@@ -211,8 +225,14 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	if o.handshake <= 0 {
 		return nil, usageError{"--handshake-timeout must be positive"}
 	}
-	if o.maxConns < 0 || o.maxPerSource < 0 {
-		return nil, usageError{"--max-conns and --max-conns-per-source must be 0 (no cap) or more"}
+	if o.maxConns < 0 || o.maxPerSource < 0 || o.maxHandshakes < 0 || o.maxHandshakesPerSource < 0 {
+		return nil, usageError{"--max-conns, --max-conns-per-source, --max-handshakes and --max-handshakes-per-source must be 0 (no cap) or more"}
+	}
+	if o.firstByte <= 0 {
+		return nil, usageError{"--first-byte-timeout must be positive"}
+	}
+	if o.prefixV4 < 1 || o.prefixV4 > 32 || o.prefixV6 < 1 || o.prefixV6 > 128 {
+		return nil, usageError{"--source-prefix-v4 takes 1 to 32 and --source-prefix-v6 1 to 128"}
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return nil, usageError{err.Error()}
@@ -320,8 +340,9 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Env:           env,
 			Logf:          log.Logf,
 		},
-		store: store,
-		info:  info,
+		store:     store,
+		info:      info,
+		firstByte: min(o.firstByte, o.handshake),
 	}, nil
 }
 
@@ -351,9 +372,13 @@ type servePlan struct {
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy
-	// limits counts connections in the accept loop; nil for one
+	// limits counts sessions in the accept loop, gate the connections
+	// still before the end of their handshake; both nil for one
 	// connection per process, where the socket unit or inetd limits.
 	limits *activation.Limiter
+	gate   *activation.Gate
+	// firstByte bounds the time from accept to the first byte.
+	firstByte time.Duration
 }
 
 func trustedProxyPolicy(values []string) (*activation.ProxyPolicy, error) {
@@ -373,9 +398,23 @@ func trustedProxyPolicy(values []string) (*activation.ProxyPolicy, error) {
 
 // serveOne runs one connection: the PROXY header first when the peer is a
 // trusted load balancer, then TLS and rsync. It logs the outcome and
-// returns the exit status for per-connection mode.
+// returns the exit status for per-connection mode. Every bound counts from
+// the accept: the first byte, the handshake; a session slot is taken only
+// after the handshake.
 func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int {
-	pc, err := srv.proxies.Intake(c, time.Now().Add(srv.HandshakeTimeout))
+	accepted := time.Now()
+	firstBy := accepted.Add(srv.firstByte)
+	trusted := srv.proxies != nil && srv.proxies.Trusts(activation.ConnAddr(c))
+	if trusted {
+		// The load balancer's header is its first byte; the client's
+		// hello, if not read along with it, must follow by the same time.
+		if err := activation.WaitFirstByte(c, firstBy, srv.firstByte); err != nil {
+			c.Close()
+			log.Logf("%v", err)
+			return exitFailure
+		}
+	}
+	pc, err := srv.proxies.Intake(c, accepted.Add(srv.HandshakeTimeout))
 	if err != nil {
 		c.Close()
 		log.Logf("%v", err)
@@ -384,24 +423,49 @@ func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int
 		}
 		return exitFailure
 	}
-	if srv.limits != nil {
-		addr := activation.ConnAddr(pc)
-		release, err := srv.limits.Acquire(ctx, addr)
-		if err != nil {
-			why := err
-			var le *activation.LimitError
-			if errors.As(err, &le) && le.PerSource {
-				why = fmt.Errorf("%w (from %s)", err, addr)
-			}
-			res := srv.RefuseConn(ctx, pc, err.Error(), why)
-			logResult(log, res)
-			return exitFailure
-		}
-		defer release()
+	addr := activation.ConnAddr(pc)
+	var ticket *activation.Ticket
+	if srv.gate != nil {
+		ticket = srv.gate.Enter(addr, c)
+		defer ticket.Leave()
 	}
-	res := srv.ServeConn(ctx, pc)
+	if err := activation.WaitFirstByte(pc, firstBy, srv.firstByte); err != nil {
+		c.Close()
+		if !ticket.Shed() {
+			log.Logf("%v", err)
+		}
+		return exitFailure
+	}
+	ticket.Talking()
+	res := srv.ServeAdmitted(ctx, pc, tlsbridge.Intake{AcceptedAt: accepted, Admit: srv.admitter(addr, ticket)})
+	if ticket.Shed() {
+		// Counted in the periodic "shed" line, not one line each.
+		return exitFailure
+	}
 	logResult(log, res)
 	return connExit(res)
+}
+
+// admitter is what runs between a connection's handshake and its rsync: it
+// leaves the gate, and takes a session slot or says why not.
+func (srv *servePlan) admitter(addr netip.Addr, ticket *activation.Ticket) func(context.Context) (func(), error) {
+	return func(ctx context.Context) (func(), error) {
+		ticket.Leave()
+		if srv.limits == nil {
+			return nil, nil
+		}
+		release, err := srv.limits.Acquire(ctx, addr)
+		if err == nil {
+			return release, nil
+		}
+		why := err
+		var le *activation.LimitError
+		if errors.As(err, &le) && le.PerSource {
+			why = fmt.Errorf("%w (from %s)", err, sourceName(srv.limits.Group.Key(addr)))
+		}
+		refusing, _ := srv.limits.Refusing()
+		return refusing, why
+	}
 }
 
 // reload reads the server certificates, and the client CA bundle and CRLs
@@ -531,12 +595,14 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	}()
 
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
-	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
-	// The loop accepts up to twice --max-conns: the second half are
-	// connections waiting for a slot or being told to try again later.
-	// Past that the kernel's backlog holds them (4096 under systemd):
-	// they wait, and none is accepted only to be dropped.
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
+	group := activation.SourceGroup{V4: o.prefixV4, V6: o.prefixV6}
+	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait, Group: group, Refusals: refusalsAtOnce}
+	srv.gate = &activation.Gate{Total: o.maxHandshakes, PerSource: o.maxHandshakesPerSource, Group: group}
+	go reportShed(reloadCtx, srv.gate, o, log)
+	// The loop accepts whatever comes: a connection before its handshake
+	// costs a socket and a goroutine, the gate bounds how many there are,
+	// and the limiter how many sessions run (and wait).
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
 			srv.serveOne(ctx, c, log)
 		})
@@ -555,6 +621,40 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 		log.Logf("exiting: idle for %v", exitIdle)
 	}
 	return exitOK
+}
+
+// sourceName is a source for the log: the address when the source is one
+// address, else the prefix.
+func sourceName(p netip.Prefix) string {
+	if p.IsValid() && p.Bits() == p.Addr().BitLen() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// refusalsAtOnce bounds the refusals answered in rsync's words at once; past
+// it a refusal is cut short (see tlsbridge's answerRefusal).
+const refusalsAtOnce = 64
+
+// shedReport is how often the connections the gate shed are reported.
+const shedReport = 10 * time.Second
+
+// reportShed logs, every shedReport, how many connections the gate closed
+// to make room: one line, however many, so a flood cannot flood the log.
+func reportShed(ctx context.Context, g *activation.Gate, o *serveOptions, log *logger) {
+	tick := time.NewTicker(shedReport)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, top, topN := g.Shed(); n > 0 {
+			log.Logf("shed %d connection(s) before their TLS handshake in the last %v (most from %s: %d), past --max-handshakes-per-source %d or --max-handshakes %d",
+				n, shedReport, sourceName(top), topN, o.maxHandshakesPerSource, o.maxHandshakes)
+		}
+	}
 }
 
 // watchChanged returns a channel closed once any of files differs from what
