@@ -80,6 +80,7 @@ const (
 	refusalBound    = 5 * time.Second
 	refusalModule   = 2 * time.Second
 	refusalCutShort = 500 * time.Millisecond
+	refusalWrite    = time.Second
 )
 
 // answerRefusal reads the client's greeting (rsync clients send theirs
@@ -91,7 +92,8 @@ const (
 // that line when the connection ends fails on its own write first: through
 // rsync-ssl, openssl has exited on the close, rsync's write to it breaks
 // ("Broken pipe", exit 12), and the @ERROR line is never read. Everything
-// is over within refusalBound (plus lingerClose's 2 s); cutShort (too many
+// is over within refusalBound (plus a second per write and lingerClose's
+// 2 s); cutShort (too many
 // refusals at once) waits for neither line longer than refusalCutShort and
 // does not linger.
 func answerRefusal(tc *tls.Conn, raw net.Conn, answer string, cutShort bool) {
@@ -100,14 +102,18 @@ func answerRefusal(tc *tls.Conn, raw net.Conn, answer string, cutShort bool) {
 	if cutShort {
 		end, read = time.Now().Add(refusalCutShort), refusalCutShort
 	}
-	raw.SetDeadline(end)
+	// Reads share the bound; each write (two short lines, which the
+	// kernel takes at once unless the client stopped reading) gets a
+	// second of its own.
+	raw.SetReadDeadline(end)
 	br := bufio.NewReaderSize(tc, 512)
 	line, _ := br.ReadSlice('\n')
 	greeting, errLine, _ := bytes.Cut(rsyncd.ErrorAnswer(line, answer), []byte("\n"))
+	raw.SetWriteDeadline(time.Now().Add(refusalWrite))
 	if _, err := tc.Write(append(greeting, '\n')); err == nil {
 		raw.SetReadDeadline(earliest(time.Now().Add(read), end))
 		br.ReadSlice('\n')
-		raw.SetDeadline(end)
+		raw.SetWriteDeadline(time.Now().Add(refusalWrite))
 		tc.Write(errLine)
 	}
 	tc.CloseWrite()
