@@ -95,14 +95,14 @@ func TestKTLSRefusal(t *testing.T) {
 	}
 }
 
-func TestParseDataPath(t *testing.T) {
-	for in, want := range map[string]DataPath{"": DataPathAuto, "auto": DataPathAuto, "ktls": DataPathKTLS, "bridge": DataPathBridge} {
-		if got, err := ParseDataPath(in); err != nil || got != want {
-			t.Errorf("ParseDataPath(%q) = %v, %v", in, got, err)
+func TestParseDataPathMode(t *testing.T) {
+	for in, want := range map[string]DataPathMode{"": DataPathAuto, "auto": DataPathAuto, "ktls": DataPathKTLS, "bridge": DataPathBridge} {
+		if got, err := ParseDataPathMode(in); err != nil || got != want {
+			t.Errorf("ParseDataPathMode(%q) = %v, %v", in, got, err)
 		}
 	}
-	if _, err := ParseDataPath("kernel"); err == nil || !strings.Contains(err.Error(), "--datapath") {
-		t.Errorf("ParseDataPath(kernel): %v", err)
+	if _, err := ParseDataPathMode("kernel"); err == nil || !strings.Contains(err.Error(), "auto, ktls or bridge") {
+		t.Errorf("ParseDataPathMode(kernel): %v", err)
 	}
 }
 
@@ -483,7 +483,7 @@ func TestEnableKTLSOnThisKernel(t *testing.T) {
 	}
 	secret := sha256.Sum256([]byte("not a real session"))
 	err = enableKTLS(rc, tls.TLS_AES_128_GCM_SHA256, secret[:], secret[:])
-	missing := KernelTLSMissing()
+	missing := KernelTLSUnavailable()
 	if missing == "" {
 		if err != nil {
 			t.Fatalf("kernel lists the tls ULP, but the switch failed: %v", err)

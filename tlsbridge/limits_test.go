@@ -15,7 +15,9 @@ import (
 
 type answerErr struct{}
 
-func (answerErr) Error() string  { return "max connections (3) reached -- try again later (from 192.0.2.1)" }
+func (answerErr) Error() string {
+	return "max connections (3) reached -- try again later (from 192.0.2.1)"
+}
 func (answerErr) Answer() string { return "max connections (3) reached -- try again later" }
 
 func refusalServer(t *testing.T) *Server {
@@ -25,7 +27,7 @@ func refusalServer(t *testing.T) *Server {
 	return &Server{
 		TLS:              &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		HandshakeTimeout: 5 * time.Second,
-		DataPath:         DataPathBridge,
+		DataPathMode:     DataPathBridge,
 		Logf:             func(string, ...any) {},
 	}
 }
