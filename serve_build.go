@@ -82,7 +82,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 		},
 		store:     store,
 		info:      info,
-		firstByte: min(o.firstByte, o.handshake),
+		firstByte: firstByteBound(o),
 	}, nil
 }
 

@@ -35,20 +35,30 @@ func limitFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&o.prefixV4, "source-prefix-v4", 32, "IPv4 clients in one /`BITS` count as one source for the per-source limits")
 	fs.IntVar(&o.prefixV6, "source-prefix-v6", 64, "IPv6 clients in one /`BITS` count as one source (one host usually holds a /64)")
 	fs.DurationVar(&o.firstByte, "first-byte-timeout", 5*time.Second, "close a connection that has sent nothing (no TLS hello; behind\n"+
-		"--trusted-proxy, no PROXY header) within `DURATION` of its accept")
+		"--trusted-proxy, no PROXY header) within `DURATION` of its accept (0: only\n"+
+		"--handshake-timeout bounds it)")
 }
 
 func checkLimitFlags(o *serveOptions) error {
 	if o.maxConns < 0 || o.maxPerSource < 0 || o.maxHandshakes < 0 || o.maxHandshakesPerSource < 0 {
 		return usage("--max-conns, --max-conns-per-source, --max-handshakes and --max-handshakes-per-source must be 0 (no cap) or more")
 	}
-	if o.firstByte <= 0 {
-		return usage("--first-byte-timeout must be positive")
+	if o.firstByte < 0 {
+		return usage("--first-byte-timeout must be 0 (the handshake timeout alone) or more")
 	}
-	if o.prefixV4 < 1 || o.prefixV4 > 32 || o.prefixV6 < 1 || o.prefixV6 > 128 {
-		return usage("--source-prefix-v4 takes 1 to 32 and --source-prefix-v6 1 to 128")
+	if o.prefixV4 < 0 || o.prefixV4 > 32 || o.prefixV6 < 0 || o.prefixV6 > 128 {
+		return usage("--source-prefix-v4 takes 1 to 32 and --source-prefix-v6 1 to 128 (0: the whole address)")
 	}
 	return nil
+}
+
+// firstByteBound is the time from accept to the first byte: never more than
+// the handshake's.
+func firstByteBound(o *serveOptions) time.Duration {
+	if o.firstByte <= 0 || o.firstByte > o.handshake {
+		return o.handshake
+	}
+	return o.firstByte
 }
 
 // refusalsAtOnce bounds the refusals answered in rsync's words at once; past
