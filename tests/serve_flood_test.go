@@ -129,8 +129,9 @@ func holdSilent(ctx context.Context, addr, src string, dials, held *atomic.Int64
 		held.Add(-1)
 		c.Close()
 		// An attacker elsewhere has CPUs of its own; on loopback it
-		// shares ours, so it reconnects at a bounded pace.
-		sleepCtx(ctx, 100*time.Millisecond)
+		// shares ours, so it reconnects at a bounded pace (up to 2,400
+		// connects a second from the 600).
+		sleepCtx(ctx, 250*time.Millisecond)
 	}
 }
 
