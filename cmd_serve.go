@@ -66,6 +66,7 @@ Exit status (one connection): 0 served, rsync's own status when rsync failed,
 func runServe(args []string, stdout, stderr io.Writer) int {
 	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
 	// the client's socket.
+	fdErr := runas.CloseInheritedOnExec()
 	stdio := activation.ProtectStdio()
 	log := newLogger(stderr)
 	var rsyncStderr io.Writer = stderr
@@ -74,6 +75,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		rsyncStderr = nil
 	}
 
+	if fdErr != nil {
+		// Nothing this process was handed may reach rsync; refuse
+		// rather than serve with a descriptor leaking into it.
+		log.Logf("serve: %v", fdErr)
+		return exitFailure
+	}
 	var o serveOptions
 	fs := serveFlags(&o, log)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
@@ -118,6 +125,15 @@ func serveSource(srv *servePlan, o *serveOptions, log *logger) int {
 		return exitFailure
 	}
 	defer src.Close()
+	if srv.Rsync.User != nil {
+		// From here on the capabilities to switch users and to signal
+		// rsync are effective only around those calls (nothing else
+		// needs them: the listening socket is bound by now).
+		if err := runas.LowerEffective(); err != nil && !errors.Is(err, runas.ErrThreadsUnsupported) {
+			log.Logf("serve: %v", err)
+			return exitFailure
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

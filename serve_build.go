@@ -134,7 +134,10 @@ func loadTLS(o *serveOptions, log *logger) (*tlsbridge.CertStore, *tlsbridge.Cli
 // rsyncStart is how rsync is started, and the environment it starts
 // from: as --rsync-user when given.
 func rsyncStart(o *serveOptions, info *rsyncd.Info) (rsyncd.Command, []string, error) {
-	cmd := rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, KnowsProxyProtocol: info.HasProxyProtocol}
+	// Every rsync starts with no_new_privs and no inheritable or ambient
+	// capabilities, whoever it runs as; signals reach it through runas.
+	cmd := rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, KnowsProxyProtocol: info.HasProxyProtocol,
+		Launch: runas.StartCleared, Kill: runas.Signal}
 	env := tlsbridge.BaseEnv(os.Environ())
 	if o.rsyncUser == "" {
 		return cmd, env, nil
@@ -146,7 +149,7 @@ func rsyncStart(o *serveOptions, info *rsyncd.Info) (rsyncd.Command, []string, e
 	if err := runAs.Check(); err != nil {
 		return cmd, nil, err
 	}
-	cmd.User, cmd.Launch = rsyncCredential(runAs), runas.StartCleared
+	cmd.User = rsyncCredential(runAs)
 	return cmd, tlsbridge.WithUser(env, runAs.Name, runAs.Home), nil
 }
 
