@@ -482,6 +482,7 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 	})
 
 	testInstalledDefault(t, c, pki, env, data, deb)
+	t.Run("isolated-burst", func(t *testing.T) { testIsolatedBurst(t, c, env, rsyncSSL) })
 
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))
