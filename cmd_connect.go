@@ -59,7 +59,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM), for servers that ask for one. $RSYNC_SSL_CERT")
 	fs.StringVar(&f.key, "key", "", "its private key `FILE` (PEM); default: the --cert file. $RSYNC_SSL_KEY")
 	fs.StringVar(&f.servername, "servername", "", "`NAME` to send as SNI and to find in the certificate, instead of HOST (for a\nhost reached by address)")
-	fs.Var(pinFlag{f}, "pin", "accept exactly this server key, `sha256:BASE64` (SHA-256 of its\nSubjectPublicKeyInfo; \"check\" prints it). Repeat for key rollover. Alone, the\npin is the whole check (self-signed servers); with --ca or RSYNC_SSL_CA_CERT\nboth must pass")
+	fs.Var(pinFlag{f}, "pin", "accept exactly this server key, `sha256:BASE64` (SHA-256 of its\nSubjectPublicKeyInfo; \"check\" prints it). Repeat for key rollover. Alone, the\npin is the whole check (self-signed servers); with --ca or RSYNC_SSL_CA_CERT\nboth must pass. $RSYNC_SSL_PIN (several separated by commas)")
 	fs.BoolVar(&f.skipHostname, "skip-hostname-check", false, "verify the chain but not the name. $RSYNC_SSL_SKIP_HOSTNAME_CHECK=1")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server at all (like an empty RSYNC_SSL_CA_CERT): anyone on\nthe path can read and change the transfer")
 	fs.DurationVar(&f.timeout, "connect-timeout", 30*time.Second, "bound (`DURATION`) for name lookup, TCP connect, TLS handshake and the rsync\ngreeting; for check, for each hop")
@@ -100,6 +100,16 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 	for _, s := range f.pins {
 		p, _ := certid.ParsePin(s) // checked by Set
 		o.Pins = append(o.Pins, p)
+	}
+	if pins, ok := env("RSYNC_SSL_PIN"); ok && !set["pin"] {
+		// Several pins (a key rollover) are separated by commas or spaces.
+		for _, s := range strings.FieldsFunc(pins, func(r rune) bool { return r == ',' || r == ' ' }) {
+			p, err := certid.ParsePin(s)
+			if err != nil {
+				return o, "", fmt.Errorf("RSYNC_SSL_PIN: %w", err)
+			}
+			o.Pins = append(o.Pins, p)
+		}
 	}
 	caEnv, caSet := env("RSYNC_SSL_CA_CERT")
 	switch {
