@@ -7,9 +7,12 @@
 #   make deps       install the Debian packages the tests use (as root), or name them
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release in the file VERSION, or a development build after it:
+# <VERSION>+git<YYYYMMDD>.<hash> (packaging/version.sh says why it sorts).
+VERSION ?= $(shell packaging/version.sh)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BIN     := rsync-ssl-shim
-LDFLAGS := -s -w -X main.version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the tests drive: the real programs, never stand-ins.
 # build-essential: dpkg-checkbuilddeps (in the package test) refuses to build
@@ -28,7 +31,7 @@ BENCH_DEBS := openssh-server gnuplot-nox time
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: test-ktls all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
+.PHONY: version test-ktls all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
 
 all: build
 
@@ -109,6 +112,10 @@ test-ktls: deps
 
 deb:
 	packaging/build-deb.sh . $(VERSION)
+
+# The version "make" and "make deb" give the build.
+version:
+	@echo $(VERSION)
 
 # Every server and client setup side by side on loopback, data on tmpfs
 # (about 15 minutes; not part of make test): writes docs/benchmarks.md, .png
