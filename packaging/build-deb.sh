@@ -47,7 +47,8 @@ date=$(git -C "$top" log -1 --format=%aD 2>/dev/null || date -R)
 cat >"$src/debian/changelog" <<CHANGELOG
 rsync-ssl-shim ($ver) unstable; urgency=medium
 
-  * Built from the rsync-ssl-shim source tree, commit $commit.
+  * Built from the rsync-ssl-shim source tree, commit
+    $commit.
     What changed in each release: /usr/share/doc/rsync-ssl-shim/CHANGELOG.md.
 
  -- rsync-ssl-shim maintainers <maintainers@rsync-ssl-shim.invalid>  $date
