@@ -97,19 +97,8 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		}
 	}
 
-	for _, s := range f.pins {
-		p, _ := certid.ParsePin(s) // checked by Set
-		o.Pins = append(o.Pins, p)
-	}
-	if pins, ok := env("RSYNC_SSL_PIN"); ok && !set["pin"] {
-		// Several pins (a key rollover) are separated by commas or spaces.
-		for _, s := range strings.FieldsFunc(pins, func(r rune) bool { return r == ',' || r == ' ' }) {
-			p, err := certid.ParsePin(s)
-			if err != nil {
-				return o, "", fmt.Errorf("RSYNC_SSL_PIN: %w", err)
-			}
-			o.Pins = append(o.Pins, p)
-		}
+	if o.Pins, err = f.pinList(set["pin"], env); err != nil {
+		return o, "", err
 	}
 	caEnv, caSet := env("RSYNC_SSL_CA_CERT")
 	switch {
@@ -150,6 +139,26 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		return o, "", errors.New("--connect-timeout must be positive, e.g. 30s")
 	}
 	return o, warn, nil
+}
+
+// pinList is --pin, or else RSYNC_SSL_PIN: several pins (a key rollover)
+// separated by commas or spaces.
+func (f *clientFlags) pinList(flagSet bool, env func(string) (string, bool)) ([]certid.Pin, error) {
+	var pins []certid.Pin
+	for _, s := range f.pins {
+		p, _ := certid.ParsePin(s) // checked by Set
+		pins = append(pins, p)
+	}
+	if v, ok := env("RSYNC_SSL_PIN"); ok && !flagSet {
+		for _, s := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			p, err := certid.ParsePin(s)
+			if err != nil {
+				return nil, fmt.Errorf("RSYNC_SSL_PIN: %w", err)
+			}
+			pins = append(pins, p)
+		}
+	}
+	return pins, nil
 }
 
 func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -41,8 +41,6 @@ type hintCase struct {
 	// applied: the flag or variable the fix replaces.
 	drop  string
 	fixes []hintFix
-	// ok is what success prints; empty means exit status 0 is enough.
-	ok string
 }
 
 // TestClientHints: every hint "rsync" and "check" print names flags and
