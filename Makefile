@@ -176,9 +176,12 @@ version:
 
 # Every server and client setup side by side on loopback, data on tmpfs
 # (about 15 minutes; not part of make test): writes docs/benchmarks.md, .png
-# and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes.
+# and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes. Then
+# tests/bench/syscalls.sh: the bridge's CPU and syscalls per GiB against
+# bare Go TLS (BENCH_OLD=BINARY: an older build in the same rounds).
 bench: build bench-deps
 	./tests/bench/bench.sh ./$(BIN)
+	./tests/bench/syscalls.sh ./$(BIN) $(BENCH_OLD)
 
 # The Debian package as installed, in a booted Debian 12 (systemd-nspawn),
 # beside plain rsync.service and stunnel, all in one container (about 10

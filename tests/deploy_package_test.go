@@ -465,6 +465,7 @@ func testBookworm(t *testing.T, deb string) {
 	})
 
 	testInstalledDefault(t, c, pki, env, data, deb)
+	t.Run("isolated-burst", func(t *testing.T) { testIsolatedBurst(t, c, env, rsyncSSL) })
 
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))
