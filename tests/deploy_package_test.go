@@ -44,6 +44,8 @@ func TestDeployPackage(t *testing.T) {
 
 	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
 
+	t.Run("docs", func(t *testing.T) { testPackageDocs(t, deb) })
+
 	for _, rel := range debianReleases {
 		t.Run(rel.suite, func(t *testing.T) { testRelease(t, rel, deb) })
 	}
@@ -329,7 +331,7 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 
 	// README.md, "Install on Debian 12": these commands, in this order.
 	start := time.Now()
-	c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
+	installed := c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
 	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
@@ -379,6 +381,18 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 	t.Run("kernel-tls-probe", func(t *testing.T) { testInstalledProbe(t, c) })
 	t.Run("journal-prefix", func(t *testing.T) { testInstalledJournalPrefix(t, c) })
 	t.Run("tls-module-on-start", func(t *testing.T) { testInstalledModuleLoad(t, c) })
+
+	// The first install says what to do first, and the documentation it
+	// points to is there, every link resolving.
+	t.Run("first-steps", func(t *testing.T) {
+		for _, want := range []string{"install -m 0644 server.pem /etc/rsync-ssl/cert.pem",
+			"systemctl enable --now rsync-ssl.socket", "/usr/share/doc/rsync-ssl-shim/README.Debian"} {
+			if !strings.Contains(installed, want) {
+				t.Errorf("apt install does not say %q:\n%s", want, installed)
+			}
+		}
+		checkInstalledDocs(t, c.root)
+	})
 
 	t.Run("verify-installed", func(t *testing.T) {
 		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
