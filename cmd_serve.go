@@ -82,7 +82,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	var o serveOptions
 	fs := newFlagSet("serve", commandHelp{synopsis: "serve [flags]", about: serveAbout}, log)
 	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
-	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
+	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nthe shipped units read it through the group _rsync-ssl-key, which rsync's\nuser (--rsync-user) is not in")
 	fs.StringVar(&o.minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
@@ -105,9 +105,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
 		"\"timeout\" still applies)")
 	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
-	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), exit at the first\n"+
-		"moment no connection is in flight, so that systemd starts serve afresh (with\n"+
-		"new LoadCredential= copies) at the next connection")
+	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), stop accepting and\n"+
+		"exit when the connections already accepted are done (transfers run to their\n"+
+		"end; one not past its module line is ended by --handshake-timeout and\n"+
+		"--module-timeout), so that systemd starts serve afresh for the clients waiting\n"+
+		"in the backlog. Only for --cert/--key passed as LoadCredential= copies: files\n"+
+		"serve reads itself are reloaded in place (SIGHUP, or a change seen within 5s)")
 	fs.DurationVar(&o.linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
 	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")
@@ -467,9 +470,6 @@ func connExit(res tlsbridge.Result) int {
 	return exitOK
 }
 
-// certPoll is how often the accept loop looks for renewed certificates.
-const certPoll = 5 * time.Second
-
 func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
 	exitIdle := o.exitIdle
 	addrs := ""
@@ -489,46 +489,9 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	}
 	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	reloadCtx, cancelReload := context.WithCancel(ctx)
 	defer cancelReload()
-	go func() {
-		lastErr := ""
-		tick := time.NewTicker(certPoll)
-		defer tick.Stop()
-		for {
-			why := ""
-			select {
-			case <-reloadCtx.Done():
-				return
-			case <-hup:
-				why = "SIGHUP"
-			case <-tick.C:
-				if !srv.store.Changed() && !srv.Client.Changed() {
-					continue
-				}
-				why = "changed files"
-			}
-			warns, err := srv.reload()
-			if err != nil {
-				// The files stay changed, so the poll retries
-				// every few seconds (a certificate not yet valid
-				// goes in once it is): say so once, not each time.
-				if msg := err.Error(); msg != lastErr || why == "SIGHUP" {
-					log.Logf("reload certificates (%s): %v; still using the previous ones", why, err)
-					lastErr = msg
-				}
-				continue
-			}
-			lastErr = ""
-			for _, w := range warns {
-				log.Logf("warning: %s", w)
-			}
-			log.Logf("reloaded certificates (%s)", why)
-		}
-	}()
+	startCertWatch(reloadCtx, srv, log)
 
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
 	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
@@ -550,7 +513,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
 	case drained:
-		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+		log.Logf("exiting: %s changed and the connections accepted before are done; the clients waiting start serve afresh", strings.Join(o.exitOnChange, ", "))
 	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}
@@ -571,7 +534,7 @@ func watchChanged(ctx context.Context, files []string, poll time.Duration, log *
 	stamp := func(p string) string {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return "missing"
+			return err.Error()
 		}
 		ino := uint64(0)
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -582,6 +545,9 @@ func watchChanged(ctx context.Context, files []string, poll time.Duration, log *
 	was := make([]string, len(files))
 	for i, f := range files {
 		was[i] = stamp(f)
+		if why := tlsbridge.PathProblem(f); why != "" {
+			log.Logf("warning: --exit-on-change %s: a change to it cannot be seen", why)
+		}
 	}
 	ch := make(chan struct{})
 	go func() {
@@ -595,7 +561,7 @@ func watchChanged(ctx context.Context, files []string, poll time.Duration, log *
 			}
 			for i, f := range files {
 				if stamp(f) != was[i] {
-					log.Logf("%s changed: exiting once no connection is in flight", f)
+					log.Logf("%s changed: accepting no more, exiting once the connections in flight are done", f)
 					close(ch)
 					return
 				}

@@ -16,9 +16,13 @@ type LoopConfig struct {
 	MaxConns int
 	// ExitIdle ends the loop after this long with no connection; 0 never.
 	ExitIdle time.Duration
-	// Drain, once closed, ends the loop at the first moment no connection
-	// is in flight (at once if none is), however busy it has been: under
-	// systemd the next connection then starts a fresh service. Nil: never.
+	// Drain, once closed, stops accepting and ends the loop once no
+	// connection is in flight (at once if none is). New clients wait in
+	// the kernel's backlog meanwhile (under systemd the next service
+	// instance accepts them), so a stream of connections, honest or silent
+	// ones made to hold the loop open, cannot keep it from ending: only
+	// those already accepted count, each bounded by the handler's own
+	// timeouts. Nil: never.
 	Drain <-chan struct{}
 	// Logf reports accept errors; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
@@ -119,6 +123,9 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 			select {
 			case <-ctx.Done():
 			case <-cfg.Drain:
+				for _, l := range ls {
+					l.Close()
+				}
 				mu.Lock()
 				draining = true
 				if active == 0 {
