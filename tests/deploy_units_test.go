@@ -216,7 +216,7 @@ func TestDeployUnitsSettings(t *testing.T) {
 	if exec := strings.Join(def["ExecStart"], " "); !strings.Contains(exec, "--exit-idle ") || strings.Contains(exec, "--exit-on-change") {
 		t.Errorf("rsync-ssl.service: ExecStart=%s, want --exit-idle (nothing runs between bursts) and no --exit-on-change (renewals are reloaded in place; a busy server never drains)", exec)
 	}
-	check("rsync-ssl.service", def, "ExecReload", "/bin/kill -HUP $MAINPID")
+	check("rsync-ssl.service", def, "ExecReload", `/bin/sh -c 'kill -HUP "$MAINPID"'`)
 	if len(def["RuntimeMaxSec"]) > 0 {
 		t.Errorf("rsync-ssl.service: RuntimeMaxSec= would cut every transfer in flight")
 	}

@@ -53,6 +53,7 @@ type TLSReport struct {
 	Subject  string    `json:"subject,omitempty"`
 	Issuer   string    `json:"issuer,omitempty"`
 	Names    []string  `json:"names,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
 	NotAfter time.Time `json:"not_after,omitempty"`
 	DaysLeft int       `json:"days_left"`
 	Pin      string    `json:"pin,omitempty"`
@@ -353,6 +354,7 @@ func (t *TLSReport) fill(leaf *x509.Certificate) {
 	t.Subject = leaf.Subject.String()
 	t.Issuer = leaf.Issuer.String()
 	t.Names = certid.Names(leaf)
+	t.Serial = certid.FormatSerial(leaf)
 	t.NotAfter = leaf.NotAfter.UTC()
 	t.DaysLeft = int(math.Floor(time.Until(leaf.NotAfter).Hours() / 24))
 	t.Pin = certid.PinOf(leaf).String()
