@@ -333,7 +333,7 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 	start := time.Now()
 	installed := c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
-	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
+	c.must(t, "install", "-m", "0640", "-g", "_rsync-ssl-key", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
 	writeFile(t, conf, readFileT(t, conf)+`
 [data]
@@ -523,13 +523,13 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 				diffs = append(diffs, "removed: "+p)
 			}
 		}
-		// The package's system user stays after purge, as Debian's
+		// The package's system user and group stay after purge, as Debian's
 		// policy has it (its uid may still own files); nothing else may
 		// change.
 		for f, want := range accounts {
 			var kept []string
 			for _, l := range strings.SplitAfter(readFileT(t, filepath.Join(c.root, f)), "\n") {
-				if !strings.HasPrefix(l, "_rsync-ssl:") {
+				if !strings.HasPrefix(l, "_rsync-ssl:") && !strings.HasPrefix(l, "_rsync-ssl-key:") {
 					kept = append(kept, l)
 				}
 			}
