@@ -59,7 +59,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
 	case drained:
-		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+		log.Logf("exiting: %s changed and the connections accepted before are done; the clients waiting start serve afresh", strings.Join(o.exitOnChange, ", "))
 	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}

@@ -44,6 +44,8 @@ func TestDeployPackage(t *testing.T) {
 
 	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
 
+	t.Run("docs", func(t *testing.T) { testPackageDocs(t, deb) })
+
 	t.Run("bookworm", func(t *testing.T) { testBookworm(t, deb) })
 }
 
@@ -302,9 +304,9 @@ func testBookworm(t *testing.T, deb string) {
 
 	// README.md, "Install on Debian 12": these commands, in this order.
 	start := time.Now()
-	c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
+	installed := c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
-	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
+	c.must(t, "install", "-m", "0640", "-g", "_rsync-ssl-key", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
 	writeFile(t, conf, readFileT(t, conf)+`
 [data]
@@ -348,6 +350,18 @@ func testBookworm(t *testing.T, deb string) {
 	sameTree(t, data, dest)
 	t.Logf("install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
 		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+
+	// The first install says what to do first, and the documentation it
+	// points to is there, every link resolving.
+	t.Run("first-steps", func(t *testing.T) {
+		for _, want := range []string{"install -m 0644 server.pem /etc/rsync-ssl/cert.pem",
+			"systemctl enable --now rsync-ssl.socket", "/usr/share/doc/rsync-ssl-shim/README.Debian"} {
+			if !strings.Contains(installed, want) {
+				t.Errorf("apt install does not say %q:\n%s", want, installed)
+			}
+		}
+		checkInstalledDocs(t, c.root)
+	})
 
 	t.Run("verify-installed", func(t *testing.T) {
 		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
@@ -472,13 +486,13 @@ func testBookworm(t *testing.T, deb string) {
 				diffs = append(diffs, "removed: "+p)
 			}
 		}
-		// The package's system user stays after purge, as Debian's
+		// The package's system user and group stay after purge, as Debian's
 		// policy has it (its uid may still own files); nothing else may
 		// change.
 		for f, want := range accounts {
 			var kept []string
 			for _, l := range strings.SplitAfter(readFileT(t, filepath.Join(c.root, f)), "\n") {
-				if !strings.HasPrefix(l, "_rsync-ssl:") {
+				if !strings.HasPrefix(l, "_rsync-ssl:") && !strings.HasPrefix(l, "_rsync-ssl-key:") {
 					kept = append(kept, l)
 				}
 			}

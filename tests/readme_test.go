@@ -31,8 +31,9 @@ var readmeRunHere = map[string]bool{"Use from a client": true}
 type proof struct{ file, text string }
 
 var readmeProofs = map[string][]proof{
-	"make deps": {{"Makefile", "\ndeps:"}, {".ci/run", "\nmake deps\n"}},
-	"make demo": {{"Makefile", "\ndemo: build\n\t./tests/demo.sh ./$(BIN)\n"},
+	"make deps":      {{"Makefile", "\ndeps:"}, {".ci/run", "\nmake deps\n"}},
+	"make demo-deps": {{"Makefile", "\ndemo-deps:\n"}, {"tests/deps_test.go", `makeVar(t, "DEMO_DEBS")`}},
+	"make demo": {{"Makefile", "\ndemo: demo-deps build\n\t./tests/demo.sh ./$(BIN)\n"},
 		{"tests/demo_test.go", `filepath.Join(repoRoot(t), "tests", "demo.sh")`}},
 	"make test":  {{".ci/run", "\nmake test\n"}},
 	"make cross": {{"Makefile", "\ncross:\n"}, {"Makefile", "\ntest: deps lint cross "}, {".ci/run", "\nmake test\n"}},
@@ -44,8 +45,8 @@ var readmeProofs = map[string][]proof{
 		`c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))`}},
 	"install -m 0644 server.pem /etc/rsync-ssl/cert.pem": {{"tests/deploy_package_test.go",
 		`c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")`}},
-	"install -m 0600 server.key /etc/rsync-ssl/private/key.pem": {{"tests/deploy_package_test.go",
-		`c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")`}},
+	"install -m 0640 -g _rsync-ssl-key server.key /etc/rsync-ssl/private/key.pem": {{"tests/deploy_package_test.go",
+		`c.must(t, "install", "-m", "0640", "-g", "_rsync-ssl-key", "/root/server.key", "/etc/rsync-ssl/private/key.pem")`}},
 	"editor /etc/rsync-ssl/rsyncd.conf": {{"tests/deploy_package_test.go",
 		"conf := filepath.Join(c.root, \"etc/rsync-ssl/rsyncd.conf\")\n\twriteFile(t, conf, readFileT(t, conf)+`\n[data]\n\tpath = /srv/rsync/data"}},
 	"systemctl enable --now rsync-ssl.socket": {{"tests/deploy_package_test.go",

@@ -47,7 +47,7 @@ func TestVerifyServer(t *testing.T) {
 		{"no verification", old, nil, Options{Host: "x", Trust: TrustNone}, "", ""},
 		{"pin alone", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(good)}}, "", ""},
 		{"pin mismatch", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(old)}}, FailPinMismatch,
-			"server key " + certid.PinOf(good).String() + " does not match --pin " + certid.PinOf(old).String()},
+			"server key " + certid.PinOf(good).String() + " does not match the pin " + certid.PinOf(old).String()},
 		{"pin and unknown CA", good, other.Pool, Options{Host: "localhost", Trust: TrustCAFile, Pins: []certid.Pin{certid.PinOf(good)}}, FailUnknownAuthority, ""},
 		{"pin rollover", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(old), certid.PinOf(good)}}, "", ""},
 	}
