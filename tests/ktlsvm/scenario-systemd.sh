@@ -37,7 +37,7 @@ chmod -R a+rX /srv/rsync
 t0=$(up)
 check install apt-get install -y -q /root/rsync-ssl-shim.deb
 install -m 0644 /root/cert.pem /etc/rsync-ssl/cert.pem
-install -m 0600 /root/key.pem /etc/rsync-ssl/private/key.pem
+install -m 0640 -g _rsync-ssl-key /root/key.pem /etc/rsync-ssl/private/key.pem
 cat >> /etc/rsync-ssl/rsyncd.conf <<'EOF'
 
 [data]
@@ -79,6 +79,10 @@ check push-datapath-ktls test "$(on_path ktls)" -eq $((n1 + 1))
 check tls-loaded-by-the-service tls_loaded
 check start-line-kernel sh -c 'journalctl -u rsync-ssl.service -o cat | grep "serving " | tail -1 | grep -v "every session bridged"'
 journalctl -u rsync-ssl.service -o cat --no-pager | grep -E "serving |served " | sed 's/^/KTLSVM-JOURNAL /'
+# Everything the units said, when a transfer failed.
+[ "$(on_path ktls)" -eq $((n1 + 1)) ] ||
+	journalctl -b --no-pager -o short-monotonic -u rsync-ssl.socket -u rsync-ssl.service -u modprobe@tls.service |
+	tail -40 | sed 's/^/KTLSVM-JOURNAL /'
 
 # Server CPU for the same pull over each data path: the service's cgroup
 # (serve and the rsync it starts), read while one service runs.
