@@ -141,7 +141,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	src, err := activation.Detect(o.listen)
+	src, err := activation.Inherit()
+	if src == nil && err == nil {
+		src, err = activation.Detect(o.listen)
+	}
 	if err != nil && errors.Is(err, activation.ErrPeerGone) && srv.proxies != nil {
 		// Behind a load balancer this is its health check, every few
 		// seconds: one short line, and not a failed service instance.
@@ -472,6 +475,7 @@ const certPoll = 5 * time.Second
 
 func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
 	exitIdle := o.exitIdle
+	ho := newHandover(src, log)
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -487,7 +491,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	if srv.KernelMissing != "" {
 		datapath += " (every session bridged: " + srv.KernelMissing + ")"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
+	log.Logf("serving %s from %s, version %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, version, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -531,13 +535,15 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	}()
 
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
+	drain = ho.watch(reloadCtx, drain)
 	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
 	// The loop accepts up to twice --max-conns: the second half are
 	// connections waiting for a slot or being told to try again later.
 	// Past that the kernel's backlog holds them (4096 under systemd):
 	// they wait, and none is accepted only to be dropped.
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf, Hold: ho.held},
 		func(ctx context.Context, c net.Conn) {
+			defer ho.session()()
 			srv.serveOne(ctx, c, log)
 		})
 	drained := false
@@ -549,6 +555,8 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	switch {
 	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
+	case ho.handedOver():
+		log.Logf("exiting: every session has ended; PID %d (version %s) serves", ho.successor, ho.version)
 	case drained:
 		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
 	default:

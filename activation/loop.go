@@ -22,6 +22,9 @@ type LoopConfig struct {
 	Drain <-chan struct{}
 	// Logf reports accept errors; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
+	// Hold, while it returns true, keeps the loop from exiting idle; the
+	// idle time counts from when it last did. Nil: nothing holds.
+	Hold func() bool
 }
 
 // Serve accepts on every listener and runs handle for each connection in
@@ -138,8 +141,12 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 				case <-ctx.Done():
 					return
 				case <-tick.C:
+					held := cfg.Hold != nil && cfg.Hold()
 					mu.Lock()
-					idle := active == 0 && time.Since(lastIdle) >= cfg.ExitIdle
+					if held {
+						lastIdle = time.Now()
+					}
+					idle := !held && active == 0 && time.Since(lastIdle) >= cfg.ExitIdle
 					mu.Unlock()
 					if idle {
 						cancel()
