@@ -546,6 +546,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 			defer ho.session()()
 			srv.serveOne(ctx, c, log)
 		})
+	ho.waitPredecessor(ctx)
 	drained := false
 	select {
 	case <-drain:

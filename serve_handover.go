@@ -122,6 +122,24 @@ func (h *handover) held() bool {
 	return h.src.HandedOverBy != 0 && os.Getppid() == h.src.HandedOverBy
 }
 
+// waitPredecessor keeps a process that handed its sockets on, and has
+// drained, alive until the process that handed them to it has exited too:
+// the chain of an upgrade after an upgrade ends oldest first, so the newest,
+// systemd's main process, never exits idle while an older one still serves.
+func (h *handover) waitPredecessor(ctx context.Context) {
+	if !h.handedOver() || !h.held() {
+		return
+	}
+	h.log.Logf("sessions drained; waiting for PID %d, which handed the socket to us, to end its own", h.src.HandedOverBy)
+	for h.held() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // session counts one connection in flight; call the result when it ends.
 func (h *handover) session() func() {
 	h.sessions.Add(1)
@@ -144,11 +162,13 @@ func (h *handover) handedOver() bool {
 // that closes when either the hand-over happened or other closed: the accept
 // loop's drain.
 func (h *handover) watch(ctx context.Context, other <-chan struct{}) <-chan struct{} {
+	// SIGHUP is ours before the old process names us the main one (its
+	// target from then on): unhandled, it would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	if err := h.src.Serving(version); err != nil {
 		h.log.Logf("warning: %v", err)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		defer signal.Stop(hup)
 		tick := time.NewTicker(exePoll)

@@ -28,38 +28,51 @@ func newerDeb(t *testing.T, deb string) (string, string) {
 	return strings.TrimSpace(res[strings.LastIndex(strings.TrimSpace(res), "\n")+1:]), ver
 }
 
-// busyLoad lists the modules every 0.5 s and checks that rsync-ssl.service
-// is active each time, until stop is called (or 3 minutes pass). stop
+// busyLoad starts a listing every 0.5 s (each in its own goroutine, so a
+// slow one does not thin the load) and checks that rsync-ssl.service is
+// active between them, until stop is called (or 3 minutes pass). stop
 // returns how many listings ran and what went wrong.
 func busyLoad(t *testing.T, c *container, list func(t *testing.T) (string, int)) (stop func() (int, []string)) {
 	var (
 		mu       sync.Mutex
 		n        int
 		problems []string
+		lists    sync.WaitGroup
 	)
+	note := func(format string, args ...any) {
+		mu.Lock()
+		problems = append(problems, time.Now().Format("15:04:05.000: ")+fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		end := time.Now().Add(3 * time.Minute)
-		for time.Now().Before(end) {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); {
 			select {
 			case <-quit:
+				lists.Wait()
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-tick.C:
 			}
-			out, code := list(t)
-			st, _ := c.exec(t, time.Minute, "systemctl", "is-active", "rsync-ssl.service")
-			mu.Lock()
-			n++
-			if code != 0 {
-				problems = append(problems, fmt.Sprintf("%s: listing failed (exit %d): %s", time.Now().Format("15:04:05.000"), code, out))
+			lists.Add(1)
+			go func() {
+				defer lists.Done()
+				out, code := list(t)
+				mu.Lock()
+				n++
+				mu.Unlock()
+				if code != 0 {
+					note("listing failed (exit %d): %s", code, out)
+				}
+			}()
+			if st, _ := c.exec(t, time.Minute, "systemctl", "is-active", "rsync-ssl.service"); strings.TrimSpace(st) != "active" {
+				note("rsync-ssl.service is %q", strings.TrimSpace(st))
 			}
-			if s := strings.TrimSpace(st); s != "active" {
-				problems = append(problems, fmt.Sprintf("%s: rsync-ssl.service is %q", time.Now().Format("15:04:05.000"), s))
-			}
-			mu.Unlock()
 		}
+		lists.Wait()
 	}()
 	var once sync.Once
 	return func() (int, []string) {
