@@ -1,6 +1,8 @@
 # rsync-ssl-shim build and test entry points.
 #   make            build ./rsync-ssl-shim
-#   make test       everything: gofmt, vet, unit tests with -race, integration tests
+#   make test       everything: lint, unit tests with -race, integration tests
+#   make lint       gofmt, go vet, staticcheck (pinned) and the house limits:
+#                   no non-test file over 400 lines, no function over 80
 #   make cross      the binary for Linux, macOS, FreeBSD and Windows (amd64, arm64)
 #                   into dist/: serve is Linux-only, the client commands build everywhere
 #   make demo       a throwaway CA, a module served through real socket activation, pulled with rsync-ssl
@@ -28,7 +30,13 @@ BENCH_DEBS := openssh-server gnuplot-nox time
 OLD_RSYNC     := 3.2.7-1+deb12u6
 OLD_RSYNC_DIR := tests/.cache/rsync-3.2.7
 
-.PHONY: test-ktls all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
+# staticcheck at a pinned version (2026.2.2, which knows go1.26), installed
+# through the Go module proxy into GOBIN (or GOPATH/bin).
+STATICCHECK_VERSION := v0.8.2
+GOBIN_DIR   := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
+STATICCHECK := $(GOBIN_DIR)/staticcheck
+
+.PHONY: test-ktls tools all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
 
 all: build
 
@@ -62,6 +70,7 @@ deps:
 	  echo "missing Debian packages:$$missing (run 'make deps' as root, or apt-get install them)"; exit 1; \
 	fi
 	$(GO) mod download
+	@$(MAKE) --no-print-directory tools
 	@if [ ! -x $(OLD_RSYNC_DIR)/usr/bin/rsync ]; then \
 	  mkdir -p tests/.cache && cd tests/.cache && \
 	  { apt-get download rsync=$(OLD_RSYNC) >/dev/null 2>&1 || \
@@ -69,10 +78,18 @@ deps:
 	  dpkg-deb -x rsync_$(OLD_RSYNC)_*.deb rsync-3.2.7 && rm -f rsync_*.deb; \
 	fi
 
-lint:
+# The Go tools lint uses, at their pinned versions (no root needed).
+tools:
+	@$(STATICCHECK) -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))' || \
+	  { echo "installing staticcheck $(STATICCHECK_VERSION) into $(GOBIN_DIR)"; \
+	    $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
+
+lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	$(GO) test -count=1 -run 'TestLayout' ./tests/
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests)

@@ -36,133 +36,151 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 	// Handlers get the caller's ctx, not the loop's: a connection accepted
 	// in the instant the loop decides to end (idle, drained) is served to
 	// its end, not cut.
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	var slots chan struct{}
+	lp := &loop{cfg: cfg, parent: ctx, handle: handle, lastIdle: time.Now()}
+	lp.ctx, lp.cancel = context.WithCancel(ctx)
+	defer lp.cancel()
 	if cfg.MaxConns > 0 {
-		slots = make(chan struct{}, cfg.MaxConns)
+		lp.slots = make(chan struct{}, cfg.MaxConns)
 	}
-	var (
-		mu       sync.Mutex
-		active   int
-		lastIdle = time.Now()
-		handlers sync.WaitGroup
-		loops    sync.WaitGroup
-	)
-	draining := false
-	done := func() {
-		mu.Lock()
-		active--
-		if active == 0 {
-			lastIdle = time.Now()
-			if draining {
-				cancel()
-			}
-		}
-		mu.Unlock()
-		if slots != nil {
-			<-slots
-		}
-		handlers.Done()
-	}
-
 	for _, l := range ls {
-		loops.Add(1)
-		go func(l net.Listener) {
-			defer loops.Done()
-			backoff := 5 * time.Millisecond
-			for {
-				if slots != nil {
-					select {
-					case slots <- struct{}{}:
-					case <-ctx.Done():
-						return
-					}
-				}
-				c, err := l.Accept()
-				if err != nil {
-					if slots != nil {
-						<-slots
-					}
-					if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-						return
-					}
-					// EMFILE, ENFILE, ECONNABORTED and friends: the listener
-					// is still good, so back off and keep serving.
-					if cfg.Logf != nil {
-						cfg.Logf("accept on %s: %v", l.Addr(), err)
-					}
-					select {
-					case <-time.After(backoff):
-					case <-ctx.Done():
-						return
-					}
-					if backoff < time.Second {
-						backoff *= 2
-					}
-					continue
-				}
-				backoff = 5 * time.Millisecond
-				mu.Lock()
-				active++
-				mu.Unlock()
-				handlers.Add(1)
-				go func() {
-					defer done()
-					handle(parent, c)
-				}()
-			}
-		}(l)
+		lp.loops.Add(1)
+		go lp.acceptOn(l)
 	}
-
 	if cfg.Drain != nil {
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-cfg.Drain:
-				mu.Lock()
-				draining = true
-				if active == 0 {
-					cancel()
-				}
-				mu.Unlock()
-			}
-		}()
+		go lp.drainOn(cfg.Drain)
 	}
-
 	if cfg.ExitIdle > 0 {
-		go func() {
-			tick := time.NewTicker(idleTick(cfg.ExitIdle))
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-					held := cfg.Hold != nil && cfg.Hold()
-					mu.Lock()
-					if held {
-						lastIdle = time.Now()
-					}
-					idle := !held && active == 0 && time.Since(lastIdle) >= cfg.ExitIdle
-					mu.Unlock()
-					if idle {
-						cancel()
-						return
-					}
-				}
-			}
-		}()
+		go lp.exitWhenIdle(cfg.ExitIdle)
 	}
-
-	<-ctx.Done()
+	<-lp.ctx.Done()
 	for _, l := range ls {
 		l.Close()
 	}
-	loops.Wait()
-	handlers.Wait()
+	lp.loops.Wait()
+	lp.handlers.Wait()
+}
+
+// loop is one Serve's state.
+type loop struct {
+	cfg    LoopConfig
+	parent context.Context // what handlers get
+	ctx    context.Context // the loop's own, cancelled when it ends
+	cancel context.CancelFunc
+	handle func(context.Context, net.Conn)
+	// slots holds one token per connection served, when capped.
+	slots chan struct{}
+
+	mu       sync.Mutex
+	active   int
+	lastIdle time.Time
+	draining bool
+
+	handlers, loops sync.WaitGroup
+}
+
+// acceptOn accepts on l until the loop ends, one handler goroutine per
+// connection.
+func (lp *loop) acceptOn(l net.Listener) {
+	defer lp.loops.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		if lp.slots != nil {
+			select {
+			case lp.slots <- struct{}{}:
+			case <-lp.ctx.Done():
+				return
+			}
+		}
+		c, err := l.Accept()
+		if err != nil {
+			if lp.slots != nil {
+				<-lp.slots
+			}
+			if lp.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE, ENFILE, ECONNABORTED and friends: the listener
+			// is still good, so back off and keep serving.
+			if lp.cfg.Logf != nil {
+				lp.cfg.Logf("accept on %s: %v", l.Addr(), err)
+			}
+			select {
+			case <-time.After(backoff):
+			case <-lp.ctx.Done():
+				return
+			}
+			if backoff < time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		lp.mu.Lock()
+		lp.active++
+		lp.mu.Unlock()
+		lp.handlers.Add(1)
+		go func() {
+			defer lp.done()
+			lp.handle(lp.parent, c)
+		}()
+	}
+}
+
+// done is a handler's end: its slot is free, and a draining loop whose
+// last connection this was ends.
+func (lp *loop) done() {
+	lp.mu.Lock()
+	lp.active--
+	if lp.active == 0 {
+		lp.lastIdle = time.Now()
+		if lp.draining {
+			lp.cancel()
+		}
+	}
+	lp.mu.Unlock()
+	if lp.slots != nil {
+		<-lp.slots
+	}
+	lp.handlers.Done()
+}
+
+// drainOn ends the loop once drain is closed and no connection is in
+// flight.
+func (lp *loop) drainOn(drain <-chan struct{}) {
+	select {
+	case <-lp.ctx.Done():
+	case <-drain:
+		lp.mu.Lock()
+		lp.draining = true
+		if lp.active == 0 {
+			lp.cancel()
+		}
+		lp.mu.Unlock()
+	}
+}
+
+// exitWhenIdle ends the loop once no connection has been in flight for d.
+func (lp *loop) exitWhenIdle(d time.Duration) {
+	tick := time.NewTicker(idleTick(d))
+	defer tick.Stop()
+	for {
+		select {
+		case <-lp.ctx.Done():
+			return
+		case <-tick.C:
+			held := lp.cfg.Hold != nil && lp.cfg.Hold()
+			lp.mu.Lock()
+			if held {
+				lp.lastIdle = time.Now()
+			}
+			idle := !held && lp.active == 0 && time.Since(lp.lastIdle) >= d
+			lp.mu.Unlock()
+			if idle {
+				lp.cancel()
+				return
+			}
+		}
+	}
 }
 
 func idleTick(d time.Duration) time.Duration {

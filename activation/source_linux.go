@@ -156,6 +156,15 @@ func Detect(listen []string) (*Source, error) {
 		return &Source{Conn: c, Mode: "systemd Accept=yes (LISTEN_FDS)"}, nil
 	}
 
+	if src, err := listeners(fd0, inherited, files); src != nil || err != nil {
+		return src, err
+	}
+	return listenOn(listen)
+}
+
+// listeners takes the listening sockets handed over (fd 0, LISTEN_FDS);
+// nil when there are none.
+func listeners(fd0 sockKind, inherited, files []*os.File) (*Source, error) {
 	var ls []net.Listener
 	mode := ""
 	if fd0 == sockListening {
@@ -180,7 +189,12 @@ func Detect(listen []string) (*Source, error) {
 	if len(ls) > 0 {
 		return &Source{Listeners: ls, Mode: mode}, nil
 	}
+	return nil, nil
+}
 
+// listenOn opens our own listeners on the --listen addresses.
+func listenOn(listen []string) (*Source, error) {
+	var ls []net.Listener
 	for _, addr := range listen {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {

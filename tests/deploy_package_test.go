@@ -27,6 +27,7 @@ var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "ope
 // TestDeployPackage builds the .deb, lints it, and installs it into a
 // freshly booted Debian 12 under systemd-nspawn.
 func TestDeployPackage(t *testing.T) {
+	slowTier(t, "booted systemd")
 	needTool(t, "dpkg-buildpackage")
 	needTool(t, "dh")
 	out := t.TempDir()
@@ -67,6 +68,7 @@ func lintianClean(t *testing.T, what, file string) {
 // cachedBookworm returns a debootstrapped Debian 12 root, made once and kept
 // under bookwormCache.
 func cachedBookworm(t *testing.T) string {
+	slowTier(t, "booted systemd")
 	t.Helper()
 	debootstrap := needTool(t, "debootstrap")
 	key := "bookworm-minbase-" + strings.Join(bookwormPackages, ",")

@@ -16,7 +16,6 @@ import (
 type netCut struct {
 	ns, hostIf, nsIf string
 	hostAddr, nsAddr string
-	removed, wasCut  bool
 }
 
 func newNetCut(t *testing.T) *netCut {

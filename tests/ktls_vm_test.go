@@ -35,6 +35,7 @@ var vmChecks = []string{
 // into tests/.cache/ktls. qemu runs with TCG (-accel tcg): KVM guests
 // hang on these machines, and emulation inflates every CPU number alike.
 func TestKTLSVM(t *testing.T) {
+	slowTier(t, "kernel TLS VM")
 	needTool(t, "qemu-system-x86_64")
 	for _, tool := range []string{"busybox", "apt-get", "dpkg-deb", "ldd", "gzip", "openssl", "socat", "rsync-ssl", "bash"} {
 		needTool(t, tool)

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestLayoutArrows checks the package layout of DESIGN.md with the import
+// TestLayoutArrows checks the package layout of docs/architecture.md with the import
 // graph go list reports (non-test imports): main reaches the server and the
 // client; the server and the client reach only the leaves; nothing points
 // back up or sideways. A change that makes the server import the client, or
@@ -54,7 +54,7 @@ func TestLayoutArrows(t *testing.T) {
 	for pkg, imps := range imports {
 		ok, known := allowed[pkg]
 		if !known {
-			t.Errorf("package %q is not in the layout: add it to DESIGN.md's table and to this test", pkg)
+			t.Errorf("package %q is not in the layout: add it to docs/architecture.md's table and to this test", pkg)
 			continue
 		}
 		for _, imp := range imps {

@@ -51,6 +51,7 @@ func rssKiB(pid int) int {
 // and half pushes of a random file, and checks every checksum. make test:
 // 40 x 4 MiB; make stress (STRESS=1): 200 x 16 MiB.
 func TestLoadSocketActivation(t *testing.T) {
+	slowTier(t, "load")
 	rsync := rsyncPath(t)
 	sessions, mib := scaled(40, 200), scaled(4, 16)
 	p := newPKI(t)
@@ -160,6 +161,7 @@ func TestLoadSocketActivation(t *testing.T) {
 // checks that its fds, threads and memory do not grow. make test: 1,000;
 // make stress: 5,000.
 func TestLoadAcceptLoop(t *testing.T) {
+	slowTier(t, "load")
 	rsync := rsyncPath(t)
 	n := scaled(1000, 5000)
 	p := newPKI(t)

@@ -159,6 +159,7 @@ type clientRow struct {
 // listened on any port at any sampled moment. With UPDATE_MATRIX=1 it
 // rewrites the tables in docs/versions.md.
 func TestVersionMatrix(t *testing.T) {
+	slowTier(t, "version matrix")
 	sys := rsyncPath(t)
 	old := oldRsync(t)
 	inetOnly, inetRecord := inetOnlyRsync(t, sys)

@@ -212,23 +212,6 @@ func procsWithArg(s string) []string {
 	return found
 }
 
-// waitGone waits up to d for procsWithArg(s) to be empty and returns how
-// long it took, or fails the test naming the survivors.
-func waitGone(t *testing.T, s string, d time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		left := procsWithArg(s)
-		if len(left) == 0 {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("still running %v after the fault:\n%s", d, strings.Join(left, "\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // procStatus reads fd count, RSS (KiB) and thread count of pid.
 func procStatus(t *testing.T, pid int) (fds int, rssKiB int, threads int) {
 	t.Helper()

@@ -4,189 +4,16 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
-
-// ClientAuthMode is what the server asks of a client's certificate.
-type ClientAuthMode int
-
-const (
-	// ClientAuthNone asks for no certificate; rsync sees SSL_CLIENT_VERIFY=NONE.
-	ClientAuthNone ClientAuthMode = iota
-	// ClientAuthOptional asks for one and checks it if given; a client
-	// without one is served with SSL_CLIENT_VERIFY=NONE, so rsyncd.conf or
-	// a hook must decide what such a client may do.
-	ClientAuthOptional
-	// ClientAuthRequire refuses a client without a certificate that passes.
-	ClientAuthRequire
-)
-
-func (m ClientAuthMode) String() string {
-	switch m {
-	case ClientAuthOptional:
-		return "optional"
-	case ClientAuthRequire:
-		return "require"
-	}
-	return "none"
-}
-
-// ClientAuthConfig is the client-certificate part of the server's flags.
-type ClientAuthConfig struct {
-	// Mode is "none", "optional", "require", or "" for the default:
-	// require when CAFile or AllowSPKI is given, else none.
-	Mode      string
-	CAFile    string
-	CRLFiles  []string
-	CRLStrict bool
-	AllowCN   []string
-	AllowDNS  []string
-	AllowURI  []string
-	// AllowEmail matches rfc822Name entries of the subject alternative
-	// names, not an emailAddress attribute in the subject.
-	AllowEmail []string
-	// AllowSPKI pins keys: "sha256:" and the base64 SHA-256 of the
-	// certificate's SubjectPublicKeyInfo, optionally after "NAME=" (the
-	// admin's name for the key's holder, pin-only mode only), read by
-	// ParsePin like the
-	// client's --pin.
-	// Without CAFile these pins are the whole policy: any certificate,
-	// self-signed included, whose key is pinned is admitted.
-	AllowSPKI []string
-}
-
-// ErrClientAuthUsage marks a ClientAuthConfig whose flags do not fit
-// together; the error text names the flag and the fix.
-var ErrClientAuthUsage = errors.New("client certificate flags")
-
-type usageErr struct{ msg string }
-
-func (e usageErr) Error() string   { return e.msg }
-func (e usageErr) Is(t error) bool { return t == ErrClientAuthUsage }
-
-// ParseClientAuth reads --client-auth.
-func ParseClientAuth(s string) (ClientAuthMode, error) {
-	switch s {
-	case "none":
-		return ClientAuthNone, nil
-	case "optional":
-		return ClientAuthOptional, nil
-	case "require":
-		return ClientAuthRequire, nil
-	}
-	return 0, usageErr{fmt.Sprintf("--client-auth %q: give none, optional or require", s)}
-}
-
-// resolve checks that the flags fit together and fills in the default mode.
-func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]string, error) {
-	mode := ClientAuthNone
-	if c.CAFile != "" || len(c.AllowSPKI) > 0 {
-		mode = ClientAuthRequire
-	}
-	if c.Mode != "" {
-		m, err := ParseClientAuth(c.Mode)
-		if err != nil {
-			return 0, nil, err
-		}
-		mode = m
-	}
-	named := []struct {
-		flag string
-		vals []string
-	}{{"--allow-cn", c.AllowCN}, {"--allow-dns", c.AllowDNS}, {"--allow-uri", c.AllowURI}, {"--allow-email", c.AllowEmail}}
-	if mode == ClientAuthNone {
-		var given []string
-		if c.CAFile != "" {
-			given = append(given, "--client-ca")
-		}
-		for _, n := range named {
-			if len(n.vals) > 0 {
-				given = append(given, n.flag)
-			}
-		}
-		if len(c.AllowSPKI) > 0 {
-			given = append(given, "--allow-spki")
-		}
-		if len(c.CRLFiles) > 0 {
-			given = append(given, "--crl")
-		}
-		if c.CRLStrict {
-			given = append(given, "--crl-strict")
-		}
-		if len(given) > 0 {
-			return 0, nil, usageErr{fmt.Sprintf("--client-auth none asks for no client certificate, so %s would do nothing: drop --client-auth none (or those flags)", strings.Join(given, ", "))}
-		}
-		return mode, nil, nil
-	}
-	if c.CAFile == "" {
-		if len(c.AllowSPKI) == 0 {
-			return 0, nil, usageErr{fmt.Sprintf("--client-auth %s needs --client-ca FILE (the CA that issues client certificates), or --allow-spki to pin client keys", mode)}
-		}
-		for _, n := range named {
-			if len(n.vals) > 0 {
-				return 0, nil, usageErr{n.flag + " needs --client-ca FILE: without a CA anyone can put any name in a certificate; pin keys with --allow-spki instead"}
-			}
-		}
-		if len(c.CRLFiles) > 0 {
-			return 0, nil, usageErr{"--crl needs --client-ca FILE, the CA whose revocations it lists"}
-		}
-	}
-	if c.CRLStrict && len(c.CRLFiles) == 0 {
-		return 0, nil, usageErr{"--crl-strict needs --crl FILE"}
-	}
-	for _, n := range named {
-		for _, v := range n.vals {
-			if v == "" {
-				return 0, nil, usageErr{n.flag + " \"\": give a name"}
-			}
-		}
-	}
-	pins := map[certid.Pin]string{}
-	for _, s := range c.AllowSPKI {
-		name, pin := "", s
-		if !strings.HasPrefix(s, "sha256:") && !strings.HasPrefix(s, "sha256//") {
-			if n, rest, ok := strings.Cut(s, "="); ok {
-				name, pin = n, rest
-			}
-		}
-		h, err := certid.ParsePin(pin)
-		if err != nil {
-			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: %v; a refused client's log line shows its key's pin, or run\n"+
-				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", err)}
-		}
-		if pin != s {
-			switch {
-			case c.CAFile != "":
-				return 0, nil, usageErr{fmt.Sprintf("--allow-spki %s: a name for a pin is for pin-only mode; with --client-ca the certificate's verified names say who the client is: drop %q", s, name+"=")}
-			case !rsyncd.SafeEnvValue(name):
-				return 0, nil, usageErr{fmt.Sprintf("--allow-spki %s: the name %q is exported as SSL_CLIENT_S_DN_CN, so it must be one token of letters, digits and ._-:@+=, not starting with . or -", s, name)}
-			}
-		}
-		if old, dup := pins[h]; dup && old != name {
-			return 0, nil, usageErr{fmt.Sprintf("--allow-spki: pin %s is given twice, as %q and %q", h, old, name)}
-		}
-		pins[h] = name
-	}
-	return mode, pins, nil
-}
-
-// CheckClientAuth reports whether the flags fit together, without reading
-// any file; its errors wrap ErrClientAuthUsage.
-func CheckClientAuth(c ClientAuthConfig) error {
-	_, _, err := c.resolve()
-	return err
-}
 
 // ClientPolicy decides, during the TLS handshake, whether a client
 // certificate may reach rsync. The CA bundle and CRLs are swapped atomically
@@ -209,20 +36,6 @@ type ClientPolicy struct {
 	mu   sync.Mutex // serialises Reload
 	// now is the clock; tests set it.
 	now func() time.Time
-}
-
-type clientMaterial struct {
-	roots  *x509.CertPool
-	crls   []*loadedCRL
-	stamps []fileStamp
-}
-
-type loadedCRL struct {
-	file   string
-	rl     *x509.RevocationList
-	issuer *x509.Certificate
-	// revoked maps a serial number (decimal) to its revocation time.
-	revoked map[string]time.Time
 }
 
 // NewClientPolicy checks the flags and reads the CA bundle and CRLs. It
@@ -289,165 +102,6 @@ func (p *ClientPolicy) PinName(c *x509.Certificate) string {
 
 // Mode is the policy's --client-auth mode.
 func (p *ClientPolicy) Mode() ClientAuthMode { return p.mode }
-
-// Reload reads the CA bundle and CRLs again and swaps them in only if all
-// of them load; on error the ones in use stay.
-func (p *ClientPolicy) Reload() error {
-	if p == nil {
-		return nil
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	m, err := p.load()
-	if err != nil {
-		return err
-	}
-	p.cur.Store(m)
-	return nil
-}
-
-// Changed reports whether the CA bundle or a CRL differs in size or
-// modification time from when it was loaded: CRLs are reissued on a
-// schedule, and a long-running listener must pick them up.
-func (p *ClientPolicy) Changed() bool {
-	if p == nil {
-		return false
-	}
-	m := p.cur.Load()
-	for i, name := range p.files() {
-		if stampOf(name) != m.stamps[i] {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *ClientPolicy) files() []string {
-	var f []string
-	if p.cfg.CAFile != "" {
-		f = append(f, p.cfg.CAFile)
-	}
-	return append(f, p.cfg.CRLFiles...)
-}
-
-func (p *ClientPolicy) load() (*clientMaterial, error) {
-	m := &clientMaterial{}
-	for _, name := range p.files() {
-		m.stamps = append(m.stamps, stampOf(name))
-	}
-	if p.cfg.CAFile == "" {
-		return m, nil
-	}
-	cas, err := readCABundle(p.cfg.CAFile)
-	if err != nil {
-		return nil, err
-	}
-	m.roots = x509.NewCertPool()
-	for _, c := range cas {
-		m.roots.AddCert(c)
-	}
-	for _, name := range p.cfg.CRLFiles {
-		crls, err := readCRLs(name, p.cfg.CAFile, cas)
-		if err != nil {
-			return nil, err
-		}
-		m.crls = append(m.crls, crls...)
-	}
-	return m, nil
-}
-
-func readCABundle(name string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return nil, fmt.Errorf("--client-ca: %w", err)
-	}
-	var cas []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("--client-ca %s: certificate %d: %w", name, len(cas)+1, err)
-		}
-		cas = append(cas, c)
-	}
-	if len(cas) == 0 {
-		return nil, fmt.Errorf("--client-ca %s: no PEM certificate in it", name)
-	}
-	return cas, nil
-}
-
-// SplitCRLFile returns the DER CRLs in a file's contents: every "X509 CRL"
-// PEM block if there is one, else the whole content as one DER CRL.
-func SplitCRLFile(b []byte) [][]byte {
-	if !bytes.Contains(b, []byte("-----BEGIN X509 CRL-----")) {
-		return [][]byte{b}
-	}
-	var ders [][]byte
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return ders
-		}
-		if blk.Type == "X509 CRL" {
-			ders = append(ders, blk.Bytes)
-		}
-	}
-}
-
-// readCRLs parses a CRL file and checks each CRL's signature against the
-// certificate in --client-ca that issued it: a CRL nobody we trust signed
-// could only be used to deny service, or, worse, be trusted by mistake.
-func readCRLs(name, caFile string, cas []*x509.Certificate) ([]*loadedCRL, error) {
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return nil, fmt.Errorf("--crl: %w", err)
-	}
-	ders := SplitCRLFile(b)
-	if len(ders) == 0 {
-		return nil, fmt.Errorf("--crl %s: no CRL in it (PEM \"X509 CRL\" or DER)", name)
-	}
-	var out []*loadedCRL
-	for _, der := range ders {
-		rl, err := x509.ParseRevocationList(der)
-		if err != nil {
-			return nil, fmt.Errorf("--crl %s: not a CRL (PEM \"X509 CRL\" or DER): %w", name, err)
-		}
-		var issuer *x509.Certificate
-		var sigErr error
-		for _, ca := range cas {
-			if !bytes.Equal(ca.RawSubject, rl.RawIssuer) {
-				continue
-			}
-			if sigErr = rl.CheckSignatureFrom(ca); sigErr == nil {
-				issuer = ca
-				break
-			}
-		}
-		if issuer == nil {
-			dn := certid.LogText(certid.FormatDN(rl.RawIssuer))
-			if sigErr != nil {
-				return nil, fmt.Errorf("--crl %s: signature does not verify against its issuer %s in --client-ca: %v", name, dn, sigErr)
-			}
-			return nil, fmt.Errorf("--crl %s: issued by %s, which is not a certificate in --client-ca %s (add the CA that signs it to the bundle)", name, dn, caFile)
-		}
-		l := &loadedCRL{file: name, rl: rl, issuer: issuer, revoked: map[string]time.Time{}}
-		for _, e := range rl.RevokedCertificateEntries {
-			if e.SerialNumber != nil {
-				l.revoked[e.SerialNumber.String()] = e.RevocationTime
-			}
-		}
-		out = append(out, l)
-	}
-	return out, nil
-}
 
 // ClientCertError is a refusal of the client's certificate: who presented
 // what, and which rule refused it.
@@ -642,15 +296,24 @@ func (p *ClientPolicy) Warnings(certs []*x509.Certificate) []string {
 	return w
 }
 
+// AsClientCertError returns the client-certificate refusal inside a
+// handshake error: the policy's own, or one for a client that sent no
+// certificate where one is required; ok is false for other errors.
+func AsClientCertError(err error) (ce *ClientCertError, ok bool) {
+	if errors.As(err, &ce) {
+		return ce, true
+	}
+	if tlserr.NoClientCertificate(err) {
+		return &ClientCertError{Reason: noCertReason}, true
+	}
+	return nil, false
+}
+
 // ExplainClientCert turns a handshake error caused by the client
 // certificate policy into the log message; ok is false for other errors.
 func ExplainClientCert(err error) (msg string, ok bool) {
-	var ce *ClientCertError
-	if errors.As(err, &ce) {
+	if ce, ok := AsClientCertError(err); ok {
 		return ce.Error(), true
-	}
-	if tlserr.NoClientCertificate(err) {
-		return noCertReason, true
 	}
 	return "", false
 }

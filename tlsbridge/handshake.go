@@ -1,13 +1,16 @@
 package tlsbridge
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
@@ -77,4 +80,70 @@ func explainBridge(err error) error {
 		return renegotiationError{err}
 	}
 	return err
+}
+
+// handshake reads the client's first bytes, answers whatever is not TLS in
+// its own protocol, and runs the TLS handshake (with the client-certificate
+// policy inside it) by deadline. ko, when not nil, readies the session for
+// the kernel data path.
+func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time, ko *kernelOffer) (*tls.Conn, error) {
+	pc, kind, err := sniff(newQuickAckConn(raw), deadline)
+	if err != nil {
+		return nil, fmt.Errorf("reading the client hello: %w", err)
+	}
+	answer := func(reply []byte) {
+		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		raw.Write(reply)
+		lingerClose(raw)
+	}
+	switch kind {
+	case KindTLS:
+	case KindEmpty:
+		return nil, errors.New("client closed the connection without sending anything")
+	case KindSilent:
+		return nil, fmt.Errorf("client sent nothing within %v", s.HandshakeTimeout)
+	case KindPlainRsync:
+		answer(rsyncd.PlainClientAnswer(pc.buf))
+		return nil, fmt.Errorf("plain rsync client (%q) on the TLS port; answered with @ERROR", firstLine(pc.buf))
+	case KindHTTP:
+		answer([]byte(httpAnswer))
+		return nil, fmt.Errorf("HTTP request (%q) on the TLS port; answered 400", firstLine(pc.buf))
+	case KindSSH:
+		return nil, fmt.Errorf("SSH client (%q) on the TLS port", firstLine(pc.buf))
+	case KindProxy:
+		return nil, errors.New("PROXY protocol header from a peer not in --trusted-proxy")
+	case KindSSLv2:
+		return nil, errors.New("client sent an SSLv2-format hello (an SSLv2/SSLv3-era client); TLS 1.2 or newer is required")
+	default:
+		return nil, fmt.Errorf("not a TLS client hello (first bytes: %s)", describeFirstBytes(pc.buf))
+	}
+
+	hello := append([]byte(nil), pc.buf...)
+	tc := tls.Server(ko.input(pc), ko.config(s.TLS))
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		if ce, ok := AsClientCertError(err); ok {
+			// The alert is on its way; closing with the client's
+			// last flight unread would send a reset that can
+			// overtake it, and the client would see a reset instead.
+			lingerClose(raw)
+			return nil, ce
+		}
+		return nil, errors.New(explainHandshake(err, s.HandshakeTimeout, hello))
+	}
+	raw.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return s
 }

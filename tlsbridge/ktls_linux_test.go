@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -95,14 +96,14 @@ func TestKTLSRefusal(t *testing.T) {
 	}
 }
 
-func TestParseDataPath(t *testing.T) {
-	for in, want := range map[string]DataPath{"": DataPathAuto, "auto": DataPathAuto, "ktls": DataPathKTLS, "bridge": DataPathBridge} {
-		if got, err := ParseDataPath(in); err != nil || got != want {
-			t.Errorf("ParseDataPath(%q) = %v, %v", in, got, err)
+func TestParseDataPathMode(t *testing.T) {
+	for in, want := range map[string]DataPathMode{"": DataPathAuto, "auto": DataPathAuto, "ktls": DataPathKTLS, "bridge": DataPathBridge} {
+		if got, err := ParseDataPathMode(in); err != nil || got != want {
+			t.Errorf("ParseDataPathMode(%q) = %v, %v", in, got, err)
 		}
 	}
-	if _, err := ParseDataPath("kernel"); err == nil || !strings.Contains(err.Error(), "--datapath") {
-		t.Errorf("ParseDataPath(kernel): %v", err)
+	if _, err := ParseDataPathMode("kernel"); err == nil || !strings.Contains(err.Error(), "auto, ktls or bridge") {
+		t.Errorf("ParseDataPathMode(kernel): %v", err)
 	}
 }
 
@@ -483,7 +484,7 @@ func TestEnableKTLSOnThisKernel(t *testing.T) {
 	}
 	secret := sha256.Sum256([]byte("not a real session"))
 	err = enableKTLS(rc, tls.TLS_AES_128_GCM_SHA256, secret[:], secret[:])
-	missing := KernelTLSMissing()
+	missing := KernelTLSUnavailable()
 	if missing == "" {
 		if err != nil {
 			t.Fatalf("kernel lists the tls ULP, but the switch failed: %v", err)
@@ -534,5 +535,27 @@ func TestDescribeRecord(t *testing.T) {
 		if got := describeRecord(c.typ, c.body); !strings.Contains(got, c.want) {
 			t.Errorf("describeRecord(%d, % x) = %q, want %q", c.typ, c.body, got, c.want)
 		}
+	}
+}
+
+// The key log line crypto/tls hands over holds a traffic secret in hex; the
+// writer keeps the decoded secret and leaves no readable copy of the line.
+func TestSecretLogLeavesNoCopy(t *testing.T) {
+	secret := bytes.Repeat([]byte{0xab}, 32)
+	line := []byte(fmt.Sprintf("SERVER_TRAFFIC_SECRET_0 %x %x\n", bytes.Repeat([]byte{1}, 32), secret))
+	l := &secretLog{}
+	if n, err := l.Write(line); n != len(line) || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if _, s := l.secrets(); !bytes.Equal(s, secret) {
+		t.Fatalf("server secret %x, want %x", s, secret)
+	}
+	if bytes.Contains(line, []byte("abab")) || bytes.Contains(line, []byte("SECRET")) {
+		t.Errorf("the key log line still holds the secret after Write: %q", line)
+	}
+	_, s := l.secrets()
+	l.wipe()
+	if !bytes.Equal(s, make([]byte, 32)) {
+		t.Errorf("wipe left the secret: %x", s)
 	}
 }

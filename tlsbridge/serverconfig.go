@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// ParseMinTLS maps the --min-tls value to a TLS version; only 1.2 and 1.3
+// ParseMinTLS maps a lowest TLS version, "1.2" or "1.3", to crypto/tls's; only 1.2 and 1.3
 // are offered, since older versions lack forward-secret AEAD suites.
 func ParseMinTLS(s string) (uint16, error) {
 	switch s {
@@ -14,7 +14,7 @@ func ParseMinTLS(s string) (uint16, error) {
 	case "1.3":
 		return tls.VersionTLS13, nil
 	}
-	return 0, fmt.Errorf("--min-tls %q: give 1.2 or 1.3", s)
+	return 0, fmt.Errorf("%q: give 1.2 or 1.3", s)
 }
 
 // ServerTLSConfig is the server's whole TLS policy: TLS 1.2 or newer,

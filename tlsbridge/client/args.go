@@ -35,7 +35,7 @@ func ParseHelperTail(args []string) (HelperTail, error) {
 	}
 	n := len(rest)
 	if n < 4 || rest[n-3] != "--server" || rest[n-2] != "--daemon" || rest[n-1] != "." {
-		return t, fmt.Errorf("unexpected command %q after HOST: rsync runs this helper only for daemon connections (HOST::MODULE or rsync://HOST/MODULE), as HOST rsync --server --daemon .", strings.Join(rest, " "))
+		return t, fmt.Errorf("unexpected command %q after HOST: rsync runs this helper as \"HOST rsync --server --daemon .\", only for daemon connections (HOST::MODULE or rsync://HOST/MODULE)", strings.Join(rest, " "))
 	}
 	return t, nil
 }

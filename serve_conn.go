@@ -1,0 +1,130 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
+)
+
+// serveOne runs one connection: the PROXY header first when the peer is a
+// trusted load balancer, then TLS and rsync. It logs the outcome and
+// returns the exit status for per-connection mode.
+func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int {
+	pc, err := srv.proxies.Intake(c, time.Now().Add(srv.HandshakeTimeout))
+	if err != nil {
+		c.Close()
+		log.Logf("%v", err)
+		if errors.Is(err, activation.ErrHealthCheck) {
+			return exitOK
+		}
+		return exitFailure
+	}
+	if srv.limits != nil {
+		addr := activation.ConnAddr(pc)
+		release, err := srv.limits.Acquire(ctx, addr)
+		if err != nil {
+			why := err
+			var le *activation.LimitError
+			if errors.As(err, &le) && le.PerSource {
+				why = fmt.Errorf("%w (from %s)", err, addr)
+			}
+			res := srv.RefuseConn(ctx, pc, err.Error(), why)
+			logResult(log, res)
+			return exitFailure
+		}
+		defer release()
+	}
+	res := srv.ServeConn(ctx, pc)
+	logResult(log, res)
+	return connExit(res)
+}
+
+// connExit maps one connection's outcome to the process exit status.
+func connExit(res tlsbridge.Result) int {
+	// On the kernel data path the shim never sees the stream, so a module
+	// listing (which rsync ends with 255) cannot be told from the daemon
+	// refusing a module (also 255, also a client's error, not ours).
+	daemonEnd := res.Listing() || res.DataPath == "ktls"
+	switch {
+	case res.RsyncExit > 0 && !(daemonEnd && res.RsyncExit == 255 && res.Err == nil):
+		return res.RsyncExit
+	case res.Err != nil:
+		return exitFailure
+	}
+	return exitOK
+}
+
+func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
+	exitIdle := o.exitIdle
+	ho := newHandover(src, log)
+	logServing(srv, src, log)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadCtx, cancelReload := context.WithCancel(ctx)
+	defer cancelReload()
+	go srv.reloadLoop(reloadCtx, hup, log)
+
+	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
+	drain = ho.watch(reloadCtx, drain)
+	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
+	// The loop accepts up to twice --max-conns: the second half are
+	// connections waiting for a slot or being told to try again later.
+	// Past that the kernel's backlog holds them (4096 under systemd):
+	// they wait, and none is accepted only to be dropped.
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf, Hold: ho.held},
+		func(ctx context.Context, c net.Conn) {
+			defer ho.session()()
+			srv.serveOne(ctx, c, log)
+		})
+	ho.waitPredecessor(ctx)
+	drained := false
+	select {
+	case <-drain:
+		drained = true
+	default:
+	}
+	switch {
+	case ctx.Err() != nil:
+		log.Logf("stopping: signal received")
+	case ho.handedOver():
+		log.Logf("exiting: every session has ended; PID %d (version %s) serves", ho.successor, ho.version)
+	case drained:
+		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+	default:
+		log.Logf("exiting: idle for %v", exitIdle)
+	}
+	return exitOK
+}
+
+// logServing is the accept loop's first line: what it serves and how.
+func logServing(srv *servePlan, src *activation.Source, log *logger) {
+	addrs := ""
+	for i, l := range src.Listeners {
+		if i > 0 {
+			addrs += " "
+		}
+		addrs += l.Addr().String()
+	}
+	ver := srv.info.Version
+	if ver == "" {
+		ver = "unknown"
+	}
+	datapath := srv.DataPathMode.String()
+	if srv.KernelUnavailable != "" {
+		datapath += " (every session bridged: " + srv.KernelUnavailable + ")"
+	}
+	log.Logf("serving %s from %s, version %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, version, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
+}
