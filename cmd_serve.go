@@ -32,7 +32,10 @@ Where the connection comes from, in this order:
      "wait = yes"): accepted here, one rsync per connection;
   4. --listen ADDR: our own listener, for containers and development.
 In modes 3 and 4 certificates are re-read on SIGHUP and when the files change;
-in modes 1 and 2 every connection reads them afresh.
+in modes 1 and 2 every connection reads them afresh. In modes 3 and 4 a new
+binary put in place of this one (a package upgrade) takes over the listening
+sockets within seconds, or at once on SIGHUP, while this process serves its
+sessions to their end: see "Upgrades" in docs/server.md.
 
 What each rsync gets (--proxy-protocol auto, the default, reads it off the
 rsync binary without running it):
