@@ -181,8 +181,10 @@ type serveOptions struct {
 	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	rsyncUser, dataPath                               string
-	handshake, exitIdle, linger, stall                time.Duration
+	handshake, exitIdle, linger, stall, firstByte     time.Duration
 	maxConns, maxPerSource                            int
+	maxHandshakes, maxHandshakesPerSource             int
+	prefixV4, prefixV6                                int
 	maxWait, moduleTimeout                            time.Duration
 	// client takes the client-certificate flags directly.
 	client tlsbridge.ClientAuthConfig
@@ -205,13 +207,7 @@ func serveFlags(o *serveOptions, log *logger) *flag.FlagSet {
 	fs.StringVar(&o.dataPath, "datapath", "auto", "`MODE` for the session's bytes after the handshake: ktls (kernel TLS on the\nclient's socket, handed to rsync), bridge (copied through this process), or\nauto (ktls where the kernel and the session allow, else bridge)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
-		"waits up to --max-conns-wait for a slot, then is told rsync's \"@ERROR: max\n"+
-		"connections (N) reached -- try again later\" after its handshake (0: no cap)")
-	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 0, "with a listening socket: at most `N` of them from one client address (behind\n"+
-		"--trusted-proxy, the address in the PROXY header), answered the same way (0: no cap)")
-	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a connection over --max-conns or --max-conns-per-source\n"+
-		"waits for a slot before it is told to try again later")
+	limitFlags(fs, o)
 	fs.DurationVar(&o.moduleTimeout, "module-timeout", 30*time.Second, "end a client that has not named a module (or asked for the list) within\n"+
 		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
 		"\"timeout\" still applies)")

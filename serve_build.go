@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
@@ -20,9 +21,13 @@ type servePlan struct {
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy
-	// limits counts connections in the accept loop; nil for one
+	// limits counts sessions in the accept loop, gate the connections
+	// still before the end of their handshake; both nil for one
 	// connection per process, where the socket unit or inetd limits.
 	limits *activation.Limiter
+	gate   *activation.Gate
+	// firstByte bounds the time from accept to the first byte.
+	firstByte time.Duration
 }
 
 // buildServer checks the flags that need no connection, loads the
@@ -75,8 +80,9 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Env:               env,
 			Logf:              log.Logf,
 		},
-		store: store,
-		info:  info,
+		store:     store,
+		info:      info,
+		firstByte: firstByteBound(o),
 	}, nil
 }
 
@@ -96,8 +102,8 @@ func checkServeFlags(o *serveOptions) (uint16, error) {
 	if o.handshake <= 0 {
 		return 0, usage("--handshake-timeout must be positive")
 	}
-	if o.maxConns < 0 || o.maxPerSource < 0 {
-		return 0, usage("--max-conns and --max-conns-per-source must be 0 (no cap) or more")
+	if err := checkLimitFlags(o); err != nil {
+		return 0, err
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return 0, usageError{err}

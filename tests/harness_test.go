@@ -30,6 +30,11 @@ import (
 var shimBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SHIM_BURST") != "" {
+		// connectBurst's helper, run again inside a network namespace:
+		// it needs no binary.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "rsync-ssl-shim-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
