@@ -65,7 +65,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	case ho.handedOver():
 		log.Logf("exiting: every session has ended; PID %d (version %s) serves", ho.successor, ho.version)
 	case drained:
-		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+		log.Logf("exiting: %s changed and the connections accepted before are done; the clients waiting start serve afresh", strings.Join(o.exitOnChange, ", "))
 	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}

@@ -33,7 +33,7 @@ func resultFields(res tlsbridge.Result) map[string]string {
 		f["RSYNC_SSL_CLIENT"] = res.Peer
 	}
 	for k, v := range map[string]string{"RSYNC_SSL_MODULE": res.Module, "RSYNC_SSL_IDENTITY": res.Identity,
-		"RSYNC_SSL_SNI": tlsbridge.SNIText(res.SNI), "RSYNC_SSL_TLS": res.Version, "RSYNC_SSL_DATAPATH": res.Pair} {
+		"RSYNC_SSL_SNI": tlsbridge.SNIText(res.SNI), "RSYNC_SSL_TLS": res.Version, "RSYNC_SSL_DATAPATH": res.DataPath, "RSYNC_SSL_PAIR": res.Pair} {
 		if v != "" {
 			f[k] = v
 		}
