@@ -335,7 +335,7 @@ func TestClientCertCRLReload(t *testing.T) {
 	}
 	c := p.IssueClient(t, "laptop", ClientOpts{CN: "laptop", Serial: 0x77})
 	crl := p.WriteCRL(t, "clients.crl", time.Now().Add(24*time.Hour))
-	s := startMode(t, "listen", serveArgs(p, rd, rsync, "--client-ca", p.CA, "--crl", crl))
+	s := startServeListening(t, serveArgs(p, rd, rsync, "--client-ca", p.CA, "--crl", crl))
 	if out, code := sslClient(t, p, s.addr(), c, "localhost::data/hello.txt", t.TempDir()+"/"); code != 0 {
 		t.Fatalf("before revocation: exit %d\n%s\n%s", code, out, s.Log)
 	}

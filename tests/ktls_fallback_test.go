@@ -42,7 +42,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("auto", func(t *testing.T) {
 		rd := newRsyncd(t)
 		copyTree(t, src, rd.Data)
-		s := startMode(t, "listen", serveArgs(p, rd, rsync))
+		s := startServeListening(t, serveArgs(p, rd, rsync))
 		for i := 0; i < 2; i++ {
 			dst := filepath.Join(t.TempDir(), "pulled")
 			out, code := rsyncSSL(t, s, p, "openssl", "-a", s.Host+"::data/", dst+"/")
@@ -87,7 +87,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("auto behind a trusted proxy", func(t *testing.T) {
 		rd := newRsyncd(t)
 		copyTree(t, src, rd.Data)
-		s := startMode(t, "listen", serveArgs(p, rd, rsync, "--trusted-proxy", "127.0.0.1"))
+		s := startServeListening(t, serveArgs(p, rd, rsync, "--trusted-proxy", "127.0.0.1"))
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
