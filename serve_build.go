@@ -106,7 +106,7 @@ func checkServeFlags(o *serveOptions) (uint16, error) {
 		return 0, err
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
-		return 0, usageError{err}
+		return 0, usageError{withFlags(err)}
 	}
 	return minV, nil
 }
@@ -119,14 +119,14 @@ func loadTLS(o *serveOptions, log *logger) (*tlsbridge.CertStore, *tlsbridge.Cli
 	}
 	store, warns, err := tlsbridge.LoadCerts(pairs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withFlags(err)
 	}
 	for _, w := range warns {
 		log.Logf("warning: %s", w)
 	}
 	client, err := tlsbridge.NewClientPolicy(o.client)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withFlags(err)
 	}
 	return store, client, nil
 }
