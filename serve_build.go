@@ -4,7 +4,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
@@ -39,7 +41,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	}
 	info, err := rsyncd.Probe(o.rsyncPath)
 	if err != nil {
-		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
+		return nil, rsyncNotFound(o.rsyncPath, err)
 	}
 	rsync, env, err := rsyncStart(o, info)
 	if err != nil {
@@ -102,7 +104,25 @@ func checkServeFlags(o *serveOptions) (uint16, error) {
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return 0, usageError{err}
 	}
+	for _, addr := range o.listen {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			if _, perr := strconv.ParseUint(addr, 10, 16); perr == nil {
+				return 0, usage("--listen %s: give HOST:PORT, e.g. :%s (every address) or 127.0.0.1:%s", addr, addr, addr)
+			}
+			return 0, usageError{fmt.Errorf("--listen %s: give HOST:PORT or [V6]:PORT: %w", addr, err)}
+		}
+	}
 	return minV, nil
+}
+
+// rsyncNotFound says that the rsync serve would start is not there, and
+// what to do: install it, or fix the --rsync the admin gave.
+func rsyncNotFound(path string, err error) error {
+	fix := "install rsync, or pass --rsync PATH"
+	if path != "rsync" {
+		fix = "fix --rsync " + path
+	}
+	return fmt.Errorf("start rsync: %w (%s)", err, fix)
 }
 
 // loadTLS loads the server certificates and the client-certificate policy.
