@@ -67,7 +67,15 @@ func connExit(res tlsbridge.Result) int {
 
 func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
 	exitIdle := o.exitIdle
-	logServing(srv, src, log)
+	// rsync reads its configuration per session; the service that
+	// outlives them has it read once before the first client, so that a
+	// missing or broken file stops the service instead of every session.
+	checked := time.Now()
+	if err := srv.CheckRsyncdConf(); err != nil {
+		log.Logf("serve: %v", err)
+		return exitFailure
+	}
+	logServing(srv, src, log, time.Since(checked))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -104,7 +112,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 }
 
 // logServing is the accept loop's first line: what it serves and how.
-func logServing(srv *servePlan, src *activation.Source, log *logger) {
+func logServing(srv *servePlan, src *activation.Source, log *logger, confCheck time.Duration) {
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -120,5 +128,6 @@ func logServing(srv *servePlan, src *activation.Source, log *logger) {
 	if srv.KernelUnavailable != "" {
 		datapath += " (every session bridged: " + srv.KernelUnavailable + ")"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
+	log.Logf("serving %s from %s; rsync %s (%s), rsyncd.conf %s (rsync read it in %v), pair %s, proxy protocol %s, datapath %s",
+		addrs, src.Mode, srv.info.Path, ver, srv.RsyncdConf(), confCheck.Round(time.Millisecond), srv.Pair, srv.Rsync.Proxy, datapath)
 }
