@@ -25,6 +25,9 @@ type servePlan struct {
 	// limits counts connections in the accept loop; nil for one
 	// connection per process, where the socket unit or inetd limits.
 	limits *activation.Limiter
+	// status is what the accept loop tells systemd; nil for one
+	// connection per process, or with no service manager listening.
+	status *loopStatus
 }
 
 // buildServer checks the flags that need no connection, loads the

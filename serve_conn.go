@@ -41,12 +41,14 @@ func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int
 			}
 			res := srv.RefuseConn(ctx, pc, err.Error(), why)
 			logResult(log, res)
+			srv.status.ended(res)
 			return exitFailure
 		}
 		defer release()
 	}
 	res := srv.ServeConn(ctx, pc)
 	logResult(log, res)
+	srv.status.ended(res)
 	return connExit(res)
 }
 
@@ -84,6 +86,8 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	defer cancelReload()
 	go srv.reloadLoop(reloadCtx, hup, log)
 
+	srv.status = newLoopStatus(srv.store)
+	go srv.status.every(reloadCtx)
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
 	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
 	// The loop accepts up to twice --max-conns: the second half are

@@ -32,6 +32,7 @@ func (b bridgePath) serve(sess *session) served {
 	}
 	out.pair = s.Pair.String()
 	defer pair.Ours.Close()
+	sess.started(out.path, out.pair, proc.cmd.Process.Pid)
 
 	stop := proc.termOnCancel(sess.ctx)
 	bs, idle := s.copyBoth(sess, pair.Ours)

@@ -25,6 +25,8 @@ type Result struct {
 	Fallback FallbackReason
 	// RsyncExit is rsync's exit status, or -1 if rsync was never started.
 	RsyncExit int
+	// RsyncPID is rsync's process ID, 0 if rsync was never started.
+	RsyncPID int
 	In, Out   int64
 	Duration  time.Duration
 	// Err is why the connection failed before or around rsync; nil when
