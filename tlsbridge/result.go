@@ -27,8 +27,8 @@ type Result struct {
 	RsyncExit int
 	// RsyncPID is rsync's process ID, 0 if rsync was never started.
 	RsyncPID int
-	In, Out   int64
-	Duration  time.Duration
+	In, Out  int64
+	Duration time.Duration
 	// Err is why the connection failed before or around rsync; nil when
 	// it was served, whatever rsync's own status.
 	Err error
