@@ -6,12 +6,17 @@
 #   make cross      the binary for Linux, macOS, FreeBSD and Windows (amd64, arm64)
 #                   into dist/: serve is Linux-only, the client commands build everywhere
 #   make demo       a throwaway CA, a module served through real socket activation, pulled with rsync-ssl
-#   make deps       install the Debian packages the tests use (as root), or name them
+#   make demo-deps  install only what the demo needs (as root), or name it
+#   make deps       install the Debian packages the tests use (as root), or name them; the
+#                   daemons among them are left disabled and stopped
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release in the file VERSION, or a development build after it:
+# <VERSION>+git<YYYYMMDD>.<hash> (packaging/version.sh says why it sorts).
+VERSION ?= $(shell packaging/version.sh)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BIN     := rsync-ssl-shim
-LDFLAGS := -s -w -X main.version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the tests drive: the real programs, never stand-ins.
 # build-essential: dpkg-checkbuilddeps (in the package test) refuses to build
@@ -36,7 +41,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN_DIR   := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 
-.PHONY: test-ktls tools all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
+.PHONY: version demo-deps lab-quiet test-ktls tools all build cross test unit integration lint deps bench-deps demo deb matrix fuzz stress robustness bench bench-installed clean
 
 all: build
 
@@ -58,17 +63,39 @@ cross:
 	  GOOS=$$os $(GO) vet ./tlsbridge/client ./tlsbridge/certid ./tlsbridge/tlserr ./tlsbridge/rsyncd || exit 1; \
 	done
 
+# What make demo needs, and nothing more: rsync (and its rsync-ssl),
+# openssl, systemd-socket-activate, ss, pgrep.
+DEMO_DEBS := rsync openssl systemd iproute2 procps
+
+# Daemons the test lab installs, which the tests start by hand on loopback
+# ports of their own: make deps installs them with policy-rc.d refusing to
+# start anything, and leaves their units disabled and stopped, so that the
+# machine serves nothing it did not before (nginx's default site is port 80).
+LAB_UNITS := nginx.service haproxy.service xinetd.service stunnel4.service
+
+# install-debs: install the Debian packages named in $$debs that are missing
+# (as root; otherwise name them and fail). No service starts while they are
+# installed.
+define install-debs
+missing=""; for p in $$debs; do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run 'make $@' as root, or apt-get install them)"; exit 1; fi; \
+  echo "installing:$$missing"; \
+  own=; if [ ! -e /usr/sbin/policy-rc.d ]; then own=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+  if [ -n "$$own" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+  [ $$rc = 0 ] || exit $$rc; \
+fi
+endef
+
+demo-deps:
+	@debs="$(DEMO_DEBS)"; $(install-debs)
+
 deps:
-	@missing=""; for p in $(TEST_DEBS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else \
-	  echo "missing Debian packages:$$missing (run 'make deps' as root, or apt-get install them)"; exit 1; \
-	fi
+	@debs="$(TEST_DEBS)"; $(install-debs)
+	@$(MAKE) -s lab-quiet
 	$(GO) mod download
 	@$(MAKE) --no-print-directory tools
 	@if [ ! -x $(OLD_RSYNC_DIR)/usr/bin/rsync ]; then \
@@ -77,6 +104,22 @@ deps:
 	    { apt-get update -qq && apt-get download rsync=$(OLD_RSYNC); }; } && \
 	  dpkg-deb -x rsync_$(OLD_RSYNC)_*.deb rsync-3.2.7 && rm -f rsync_*.deb; \
 	fi
+
+# The lab's daemons disabled and stopped (as root), then checked: none
+# enabled, nothing on nginx's default ports.
+lab-quiet:
+	@for u in $(LAB_UNITS); do \
+	  [ "$$(id -u)" = 0 ] || break; \
+	  st=$$(systemctl is-enabled $$u 2>/dev/null); \
+	  case $$st in enabled*) systemctl disable -q $$u 2>/dev/null && echo "make deps: disabled $$u (installed for the tests, which start their own)";; esac; \
+	  if systemctl is-active -q $$u 2>/dev/null; then systemctl stop $$u && echo "make deps: stopped $$u"; fi; \
+	done; \
+	bad=; for u in $(LAB_UNITS); do \
+	  case $$(systemctl is-enabled $$u 2>/dev/null) in enabled*) bad="$$bad $$u enabled;";; esac; \
+	  if systemctl is-active -q $$u 2>/dev/null; then bad="$$bad $$u running;"; fi; \
+	done; \
+	if command -v ss >/dev/null && ss -Hltn 'sport = :80 or sport = :443' | grep -q .; then bad="$$bad something listens on port 80 or 443;"; fi; \
+	if [ -n "$$bad" ]; then echo "make deps: the test lab is not quiet:$$bad"; exit 1; fi
 
 # The Go tools lint uses, at their pinned versions (no root needed).
 tools:
@@ -127,11 +170,18 @@ test-ktls: deps
 deb:
 	packaging/build-deb.sh . $(VERSION)
 
+# The version "make" and "make deb" give the build.
+version:
+	@echo $(VERSION)
+
 # Every server and client setup side by side on loopback, data on tmpfs
 # (about 15 minutes; not part of make test): writes docs/benchmarks.md, .png
-# and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes.
+# and .raw. BENCH_QUICK=1 make bench: a smoke run of a few minutes. Then
+# tests/bench/syscalls.sh: the bridge's CPU and syscalls per GiB against
+# bare Go TLS (BENCH_OLD=BINARY: an older build in the same rounds).
 bench: build bench-deps
 	./tests/bench/bench.sh ./$(BIN)
+	./tests/bench/syscalls.sh ./$(BIN) $(BENCH_OLD)
 
 # The Debian package as installed, in a booted Debian 12 (systemd-nspawn),
 # beside plain rsync.service and stunnel, all in one container (about 10
@@ -140,16 +190,13 @@ bench: build bench-deps
 bench-installed: build
 	./tests/bench/installed.sh
 
+# openssh-server is installed without starting; the benchmark starts its own
+# sshd. (ssh.service is left as the package set it: it may be how this
+# machine is reached.)
 bench-deps:
-	@missing=""; for p in $(BENCH_DEBS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "missing Debian packages:$$missing"; exit 1; fi; \
-	fi
+	@debs="$(BENCH_DEBS)"; $(install-debs)
 
-demo: build
+demo: demo-deps build
 	./tests/demo.sh ./$(BIN)
 
 clean:

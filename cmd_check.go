@@ -26,7 +26,7 @@ port follows: [::1]:874.
 
 It verifies exactly as "connect" would with the same flags and environment
 (RSYNC_PORT, RSYNC_SSL_PORT, RSYNC_SSL_CA_CERT, RSYNC_SSL_CERT, RSYNC_SSL_KEY,
-RSYNC_SSL_SKIP_HOSTNAME_CHECK).`,
+RSYNC_SSL_PIN, RSYNC_SSL_SKIP_HOSTNAME_CHECK).`,
 	after: `
 Exit status: 0 when every hop works, 1 when one is broken, 2 on a usage
 error.`,

@@ -59,7 +59,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM), for servers that ask for one. $RSYNC_SSL_CERT")
 	fs.StringVar(&f.key, "key", "", "its private key `FILE` (PEM); default: the --cert file. $RSYNC_SSL_KEY")
 	fs.StringVar(&f.servername, "servername", "", "`NAME` to send as SNI and to find in the certificate, instead of HOST (for a\nhost reached by address)")
-	fs.Var(pinFlag{f}, "pin", "accept exactly this server key, `sha256:BASE64` (SHA-256 of its\nSubjectPublicKeyInfo; \"check\" prints it). Repeat for key rollover. Alone, the\npin is the whole check (self-signed servers); with --ca or RSYNC_SSL_CA_CERT\nboth must pass")
+	fs.Var(pinFlag{f}, "pin", "accept exactly this server key, `sha256:BASE64` (SHA-256 of its\nSubjectPublicKeyInfo; \"check\" prints it). Repeat for key rollover. Alone, the\npin is the whole check (self-signed servers); with --ca or RSYNC_SSL_CA_CERT\nboth must pass. $RSYNC_SSL_PIN (several separated by commas)")
 	fs.BoolVar(&f.skipHostname, "skip-hostname-check", false, "verify the chain but not the name. $RSYNC_SSL_SKIP_HOSTNAME_CHECK=1")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server at all (like an empty RSYNC_SSL_CA_CERT): anyone on\nthe path can read and change the transfer")
 	fs.DurationVar(&f.timeout, "connect-timeout", 30*time.Second, "bound (`DURATION`) for name lookup, TCP connect, TLS handshake and the rsync\ngreeting; for check, for each hop")
@@ -97,9 +97,8 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		}
 	}
 
-	for _, s := range f.pins {
-		p, _ := certid.ParsePin(s) // checked by Set
-		o.Pins = append(o.Pins, p)
+	if o.Pins, err = f.pinList(set["pin"], env); err != nil {
+		return o, "", err
 	}
 	caEnv, caSet := env("RSYNC_SSL_CA_CERT")
 	switch {
@@ -140,6 +139,26 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 		return o, "", errors.New("--connect-timeout must be positive, e.g. 30s")
 	}
 	return o, warn, nil
+}
+
+// pinList is --pin, or else RSYNC_SSL_PIN: several pins (a key rollover)
+// separated by commas or spaces.
+func (f *clientFlags) pinList(flagSet bool, env func(string) (string, bool)) ([]certid.Pin, error) {
+	var pins []certid.Pin
+	for _, s := range f.pins {
+		p, _ := certid.ParsePin(s) // checked by Set
+		pins = append(pins, p)
+	}
+	if v, ok := env("RSYNC_SSL_PIN"); ok && !flagSet {
+		for _, s := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			p, err := certid.ParsePin(s)
+			if err != nil {
+				return nil, fmt.Errorf("RSYNC_SSL_PIN: %w", err)
+			}
+			pins = append(pins, p)
+		}
+	}
+	return pins, nil
 }
 
 func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -66,6 +66,7 @@ Exit status (one connection): 0 served, rsync's own status when rsync failed,
 func runServe(args []string, stdout, stderr io.Writer) int {
 	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
 	// the client's socket.
+	fdErr := runas.CloseInheritedOnExec()
 	stdio := activation.ProtectStdio()
 	log := newLogger(stderr)
 	var rsyncStderr io.Writer = stderr
@@ -74,6 +75,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		rsyncStderr = nil
 	}
 
+	if fdErr != nil {
+		// Nothing this process was handed may reach rsync; refuse
+		// rather than serve with a descriptor leaking into it.
+		log.Logf("serve: %v", fdErr)
+		return exitFailure
+	}
 	var o serveOptions
 	fs := serveFlags(&o, log)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
@@ -122,6 +129,15 @@ func serveSource(srv *servePlan, o *serveOptions, log *logger) int {
 		return exitFailure
 	}
 	defer src.Close()
+	if srv.Rsync.User != nil {
+		// From here on the capabilities to switch users and to signal
+		// rsync are effective only around those calls (nothing else
+		// needs them: the listening socket is bound by now).
+		if err := runas.LowerEffective(); err != nil && !errors.Is(err, runas.ErrThreadsUnsupported) {
+			log.Logf("serve: %v", err)
+			return exitFailure
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -163,8 +179,10 @@ type serveOptions struct {
 	exitOnChange                                      listFlag
 	minTLS, rsyncPath, rsyncConf, pairName, proxyName string
 	rsyncUser, dataPath                               string
-	handshake, exitIdle, linger, stall                time.Duration
+	handshake, exitIdle, linger, stall, firstByte     time.Duration
 	maxConns, maxPerSource                            int
+	maxHandshakes, maxHandshakesPerSource             int
+	prefixV4, prefixV6                                int
 	maxWait, moduleTimeout                            time.Duration
 	// client takes the client-certificate flags directly.
 	client tlsbridge.ClientAuthConfig
@@ -187,13 +205,7 @@ func serveFlags(o *serveOptions, log *logger) *flag.FlagSet {
 	fs.StringVar(&o.dataPath, "datapath", "auto", "`MODE` for the session's bytes after the handshake: ktls (kernel TLS on the\nclient's socket, handed to rsync), bridge (copied through this process), or\nauto (ktls where the kernel and the session allow, else bridge)")
 	fs.Var(&o.listen, "listen", "listen on `ADDR` (host:port, [v6]:port; repeatable) when no socket was handed over")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "load balancer `CIDR` or address (repeatable) whose connections must start with a\nPROXY v1 or v2 header carrying the client's address; from anyone else a\nPROXY header is refused")
-	fs.IntVar(&o.maxConns, "max-conns", 64, "with a listening socket: at most `N` connections served at once; one more\n"+
-		"waits up to --max-conns-wait for a slot, then is told rsync's \"@ERROR: max\n"+
-		"connections (N) reached -- try again later\" after its handshake (0: no cap)")
-	fs.IntVar(&o.maxPerSource, "max-conns-per-source", 0, "with a listening socket: at most `N` of them from one client address (behind\n"+
-		"--trusted-proxy, the address in the PROXY header), answered the same way (0: no cap)")
-	fs.DurationVar(&o.maxWait, "max-conns-wait", 5*time.Second, "how long (`DURATION`) a connection over --max-conns or --max-conns-per-source\n"+
-		"waits for a slot before it is told to try again later")
+	limitFlags(fs, o)
 	fs.DurationVar(&o.moduleTimeout, "module-timeout", 30*time.Second, "end a client that has not named a module (or asked for the list) within\n"+
 		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
 		"\"timeout\" still applies)")

@@ -9,11 +9,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X main.version=...
+// -X main.commit=..." (the Makefile and the Debian package do): the version
+// is the release in the file VERSION or a development build after it
+// (packaging/version.sh). A plain "go build" leaves "dev" and the commit Go
+// stamped into the build info, if any.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // licence is the project's SPDX identifier, printed beside the version so
 // that whoever finds the binary alone knows the terms it comes under.
@@ -37,7 +46,7 @@ Usage:
   rsync-ssl-shim rsync   [RSYNC ARGS...]  run rsync with "connect" as its --rsh (like rsync-ssl)
   rsync-ssl-shim check   [flags] HOST[:PORT] [MODULE]
                                           walk every hop to a server and say which works
-  rsync-ssl-shim version                  print the version and the licence
+  rsync-ssl-shim version                  print the version, the commit, the Go version and the licence
 
 Run "rsync-ssl-shim COMMAND --help" for the flags of a command.
 `
@@ -57,7 +66,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
 	case "version", "--version", "-V":
-		fmt.Fprintf(stdout, "rsync-ssl-shim %s (%s)\n", version, licence)
+		fmt.Fprint(stdout, versionText())
 		return exitOK
 	case "help", "--help", "-h":
 		if len(args) > 1 && args[1] != "help" && !strings.HasPrefix(args[1], "-") {
@@ -70,4 +79,32 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim: unknown command %q\n\n%s", args[0], topUsage)
 		return exitUsage
 	}
+}
+
+// versionText is what "version" prints: what a bug report needs to name
+// the build, and the terms it comes under.
+func versionText() string {
+	c := commit
+	if c == "" {
+		c = "unknown"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			var rev, modified string
+			for _, s := range bi.Settings {
+				switch s.Key {
+				case "vcs.revision":
+					rev = s.Value
+				case "vcs.modified":
+					modified = s.Value
+				}
+			}
+			if rev != "" {
+				c = rev
+				if modified == "true" {
+					c += " (modified)"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("rsync-ssl-shim %s\ncommit:  %s\ngo:      %s %s/%s\nlicence: %s\n",
+		version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH, licence)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
@@ -22,9 +23,13 @@ type servePlan struct {
 	// proxies are the load balancers trusted to send PROXY headers
 	// (--trusted-proxy); nil when there are none.
 	proxies *activation.ProxyPolicy
-	// limits counts connections in the accept loop; nil for one
+	// limits counts sessions in the accept loop, gate the connections
+	// still before the end of their handshake; both nil for one
 	// connection per process, where the socket unit or inetd limits.
 	limits *activation.Limiter
+	gate   *activation.Gate
+	// firstByte bounds the time from accept to the first byte.
+	firstByte time.Duration
 	// status is what the accept loop tells systemd; nil for one
 	// connection per process, or with no service manager listening.
 	status *loopStatus
@@ -80,8 +85,9 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 			Env:               env,
 			Logf:              log.Logf,
 		},
-		store: store,
-		info:  info,
+		store:     store,
+		info:      info,
+		firstByte: firstByteBound(o),
 	}, nil
 }
 
@@ -101,8 +107,8 @@ func checkServeFlags(o *serveOptions) (uint16, error) {
 	if o.handshake <= 0 {
 		return 0, usage("--handshake-timeout must be positive")
 	}
-	if o.maxConns < 0 || o.maxPerSource < 0 {
-		return 0, usage("--max-conns and --max-conns-per-source must be 0 (no cap) or more")
+	if err := checkLimitFlags(o); err != nil {
+		return 0, err
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
 		return 0, usageError{err}
@@ -151,7 +157,10 @@ func loadTLS(o *serveOptions, log *logger) (*tlsbridge.CertStore, *tlsbridge.Cli
 // rsyncStart is how rsync is started, and the environment it starts
 // from: as --rsync-user when given.
 func rsyncStart(o *serveOptions, info *rsyncd.Info) (rsyncd.Command, []string, error) {
-	cmd := rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, KnowsProxyProtocol: info.HasProxyProtocol}
+	// Every rsync starts with no_new_privs and no inheritable or ambient
+	// capabilities, whoever it runs as; signals reach it through runas.
+	cmd := rsyncd.Command{Path: info.Path, Conf: o.rsyncConf, Args: o.rsyncArgs, KnowsProxyProtocol: info.HasProxyProtocol,
+		Launch: runas.StartCleared, Kill: runas.Signal}
 	env := tlsbridge.BaseEnv(os.Environ())
 	if o.rsyncUser == "" {
 		return cmd, env, nil
@@ -163,7 +172,7 @@ func rsyncStart(o *serveOptions, info *rsyncd.Info) (rsyncd.Command, []string, e
 	if err := runAs.Check(); err != nil {
 		return cmd, nil, err
 	}
-	cmd.User, cmd.Launch = rsyncCredential(runAs), runas.StartCleared
+	cmd.User = rsyncCredential(runAs)
 	return cmd, tlsbridge.WithUser(env, runAs.Name, runAs.Home), nil
 }
 

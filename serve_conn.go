@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -16,41 +14,6 @@ import (
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
 )
-
-// serveOne runs one connection: the PROXY header first when the peer is a
-// trusted load balancer, then TLS and rsync. It logs the outcome and
-// returns the exit status for per-connection mode.
-func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int {
-	pc, err := srv.proxies.Intake(c, time.Now().Add(srv.HandshakeTimeout))
-	if err != nil {
-		c.Close()
-		log.Logf("%v", err)
-		if errors.Is(err, activation.ErrHealthCheck) {
-			return exitOK
-		}
-		return exitFailure
-	}
-	if srv.limits != nil {
-		addr := activation.ConnAddr(pc)
-		release, err := srv.limits.Acquire(ctx, addr)
-		if err != nil {
-			why := err
-			var le *activation.LimitError
-			if errors.As(err, &le) && le.PerSource {
-				why = fmt.Errorf("%w (from %s)", err, addr)
-			}
-			res := srv.RefuseConn(ctx, pc, err.Error(), why)
-			logResult(log, res)
-			srv.status.ended(res)
-			return exitFailure
-		}
-		defer release()
-	}
-	res := srv.ServeConn(ctx, pc)
-	logResult(log, res)
-	srv.status.ended(res)
-	return connExit(res)
-}
 
 // connExit maps one connection's outcome to the process exit status.
 func connExit(res tlsbridge.Result) int {
@@ -89,12 +52,11 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	srv.status = newLoopStatus(srv.store)
 	go srv.status.every(reloadCtx)
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
-	srv.limits = &activation.Limiter{Total: o.maxConns, PerSource: o.maxPerSource, Wait: o.maxWait}
-	// The loop accepts up to twice --max-conns: the second half are
-	// connections waiting for a slot or being told to try again later.
-	// Past that the kernel's backlog holds them (4096 under systemd):
-	// they wait, and none is accepted only to be dropped.
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{MaxConns: 2 * o.maxConns, ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
+	srv.startLimits(reloadCtx, o, log)
+	// The loop accepts whatever comes: a connection before its handshake
+	// costs a socket and a goroutine, the gate bounds how many there are,
+	// and the limiter how many sessions run (and wait).
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
 		func(ctx context.Context, c net.Conn) {
 			srv.serveOne(ctx, c, log)
 		})

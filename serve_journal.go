@@ -58,7 +58,7 @@ func addPeerFields(f map[string]string, peer string) {
 // addSessionFields are the fields a session has from rsync's start on:
 // DATAPATH is ktls or bridge, PAIR the socket pair's kind ("-" on ktls).
 func addSessionFields(f map[string]string, res tlsbridge.Result) {
-	for k, v := range map[string]string{"RSYNC_SSL_IDENTITY": res.Identity, "RSYNC_SSL_SNI": res.SNI,
+	for k, v := range map[string]string{"RSYNC_SSL_IDENTITY": res.Identity, "RSYNC_SSL_SNI": tlsbridge.SNIText(res.SNI),
 		"RSYNC_SSL_TLS": res.Version, "RSYNC_SSL_CIPHER": res.Cipher, "RSYNC_SSL_DATAPATH": res.DataPath,
 		"RSYNC_SSL_PAIR": res.Pair} {
 		if v != "" {

@@ -1,23 +1,26 @@
 #!/bin/sh
 # Build the Debian package from the source tree this script sits in:
 #   packaging/build-deb.sh [OUTDIR [VERSION]]
-# OUTDIR defaults to the top of the tree; VERSION to what "git describe"
-# says (as the Makefile does). The Go toolchain is taken from PATH.
-# Prints the path of the .deb it made.
+# OUTDIR defaults to the top of the tree; VERSION to what
+# packaging/version.sh says (as the Makefile does): the release in the file
+# VERSION, or a development build after it, <VERSION>+git<date>.<hash>.
+# The Go toolchain is taken from PATH. Prints the path of the .deb it made.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$top}
-ver=${2:-$(git -C "$top" describe --tags --always --dirty 2>/dev/null || echo dev)}
-
-# Debian versions start with a digit and a native package's has no "-":
-# v1.2.0 -> 1.2.0, v1.2.0-3-gabc1234 -> 1.2.0+3.gabc1234, abc1234 -> 0~gitabc1234.
+ver=${2:-$(sh "$top/packaging/version.sh" "$top")}
 ver=${ver#v}
+# A native package's version starts with a digit and has no "-".
 case $ver in
 [0-9]*) ;;
-*) ver="0~git$ver" ;;
+*) echo "build-deb: version \"$ver\" must start with a digit" >&2; exit 1 ;;
 esac
-ver=$(printf '%s' "$ver" | tr -- '-' '+' | sed 's/+g\([0-9a-f]*\)/.g\1/')
+case $ver in
+*-*) echo "build-deb: version \"$ver\" has a \"-\", which a native package's may not" >&2; exit 1 ;;
+esac
+dpkg --validate-version "$ver" || { echo "build-deb: dpkg refuses version \"$ver\"" >&2; exit 1; }
+commit=$(git -C "$top" rev-parse HEAD 2>/dev/null || echo unknown)
 
 command -v go >/dev/null || { echo "build-deb: no go on PATH" >&2; exit 1; }
 command -v dpkg-buildpackage >/dev/null || { echo "build-deb: dpkg-buildpackage missing (apt-get install debhelper dpkg-dev)" >&2; exit 1; }
@@ -37,12 +40,16 @@ else
 fi
 rm -rf "$src/debian"
 cp -a "$top/packaging/debian" "$src/debian"
+# debian/rules builds it into the binary, for "rsync-ssl-shim version".
+echo "$commit" >"$src/debian/commit"
 
 date=$(git -C "$top" log -1 --format=%aD 2>/dev/null || date -R)
 cat >"$src/debian/changelog" <<CHANGELOG
 rsync-ssl-shim ($ver) unstable; urgency=medium
 
-  * Built from the rsync-ssl-shim source tree at $ver.
+  * Built from the rsync-ssl-shim source tree, commit
+    $commit.
+    What changed in each release: /usr/share/doc/rsync-ssl-shim/CHANGELOG.md.
 
  -- rsync-ssl-shim maintainers <maintainers@rsync-ssl-shim.invalid>  $date
 CHANGELOG

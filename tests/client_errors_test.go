@@ -96,7 +96,7 @@ func TestClientCertificateErrors(t *testing.T) {
 			want: []string{"tls handshake with 127.0.0.1:", "certificate not valid until " + now.Add(24*time.Hour).UTC().Format("2006-01-02"), "clock"}},
 		{name: "pin mismatch", cert: pki.Cert, key: pki.Key, listen: "127.0.0.1", host: "127.0.0.1",
 			extraFlags: []string{"--pin", badPin},
-			want:       []string{"tls handshake with 127.0.0.1:", "server key " + pinOfFile(t, pki.Cert) + " does not match --pin " + badPin}},
+			want:       []string{"tls handshake with 127.0.0.1:", "server key " + pinOfFile(t, pki.Cert) + " does not match the pin " + badPin}},
 		{name: "IPv6 literal not in certificate", cert: v4Cert, key: v4Key, listen: "::1", host: "::1",
 			env:  []string{"RSYNC_SSL_CA_CERT=" + pki.CA},
 			want: []string{"tls handshake with [::1]:", "certificate is for localhost, 127.0.0.1, not ::1"}},

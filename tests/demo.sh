@@ -9,19 +9,26 @@
 #   tests/demo.sh [BINARY]      DEMO_PORT (default 8874): the port to listen on
 set -euo pipefail
 
-shim=$(readlink -f "${1:-./rsync-ssl-shim}")
 port=${DEMO_PORT:-8874}
 # Served connections end on their own: at once when the client closes, at the
 # latest after serve's --linger (5 s) once rsync is done. The demo waits that
 # long and a margin for a loaded machine, and no longer.
 drain=${DEMO_DRAIN_SECONDS:-15}
-need="rsync rsync-ssl openssl systemd-socket-activate ss pgrep"
+# Each program the demo runs, and the Debian package it comes from (the
+# Makefile's DEMO_DEBS installs them: "make demo-deps").
+need="rsync:rsync rsync-ssl:rsync openssl:openssl systemd-socket-activate:systemd ss:iproute2 pgrep:procps"
 missing=""
-for p in $need; do command -v "$p" >/dev/null || missing="$missing $p"; done
+debs=""
+for p in $need; do
+	command -v "${p%%:*}" >/dev/null && continue
+	missing="$missing ${p%%:*}"
+	case " $debs " in *" ${p#*:} "*) ;; *) debs="$debs ${p#*:}" ;; esac
+done
 if [ -n "$missing" ]; then
-	echo "demo needs:$missing (run 'make deps' as root)" >&2
+	echo "the demo needs:$missing (Debian packages:$debs; run 'make demo-deps' as root, or apt-get install$debs)" >&2
 	exit 1
 fi
+shim=$(readlink -f "${1:-./rsync-ssl-shim}")
 
 dir=$(mktemp -d -t rsync-ssl-demo.XXXXXX)
 pid=""

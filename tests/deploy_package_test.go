@@ -44,6 +44,8 @@ func TestDeployPackage(t *testing.T) {
 
 	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
 
+	t.Run("docs", func(t *testing.T) { testPackageDocs(t, deb) })
+
 	t.Run("bookworm", func(t *testing.T) { testBookworm(t, deb) })
 }
 
@@ -302,7 +304,7 @@ func testBookworm(t *testing.T, deb string) {
 
 	// README.md, "Install on Debian 12": these commands, in this order.
 	start := time.Now()
-	c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
+	installed := c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
 	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
@@ -348,6 +350,18 @@ func testBookworm(t *testing.T, deb string) {
 	sameTree(t, data, dest)
 	t.Logf("install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
 		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+
+	// The first install says what to do first, and the documentation it
+	// points to is there, every link resolving.
+	t.Run("first-steps", func(t *testing.T) {
+		for _, want := range []string{"install -m 0644 server.pem /etc/rsync-ssl/cert.pem",
+			"systemctl enable --now rsync-ssl.socket", "/usr/share/doc/rsync-ssl-shim/README.Debian"} {
+			if !strings.Contains(installed, want) {
+				t.Errorf("apt install does not say %q:\n%s", want, installed)
+			}
+		}
+		checkInstalledDocs(t, c.root)
+	})
 
 	t.Run("verify-installed", func(t *testing.T) {
 		out := c.must(t, "systemd-analyze", "verify", "--man=no", "rsync-ssl.socket", "rsync-ssl.service",
@@ -451,6 +465,7 @@ func testBookworm(t *testing.T, deb string) {
 	})
 
 	testInstalledDefault(t, c, pki, env, data, deb)
+	t.Run("isolated-burst", func(t *testing.T) { testIsolatedBurst(t, c, env, rsyncSSL) })
 
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))

@@ -41,8 +41,9 @@ func TestLayoutArrows(t *testing.T) {
 	allowed := map[string][]string{
 		"":                               {"activation", "tlsbridge", "tlsbridge/client", "tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/runas", "github.com/coreos/go-systemd/v22", "golang.org/x/sys"},
 		"activation":                     {"github.com/coreos/go-systemd/v22", "golang.org/x/sys"},
-		"tlsbridge":                      {"tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "golang.org/x/sys"},
-		"tlsbridge/client":               {"tlsbridge/certid", "tlsbridge/tlserr"},
+		"tlsbridge":                      {"tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn", "golang.org/x/sys"},
+		"tlsbridge/client":               {"tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn"},
+		"tlsbridge/batchconn":            {},
 		"tlsbridge/rsyncd":               {},
 		"tlsbridge/certid":               {},
 		"tlsbridge/tlserr":               {},
@@ -50,6 +51,7 @@ func TestLayoutArrows(t *testing.T) {
 		"internal/testpki":               {},
 		"tests":                          {"internal/testpki"},
 		"tests/testdata/rsync-inet-only": {},
+		"tests/bench/tlsref":             {},
 	}
 	for pkg, imps := range imports {
 		ok, known := allowed[pkg]

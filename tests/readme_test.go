@@ -31,8 +31,9 @@ var readmeRunHere = map[string]bool{"Use from a client": true}
 type proof struct{ file, text string }
 
 var readmeProofs = map[string][]proof{
-	"make deps": {{"Makefile", "\ndeps:"}, {".ci/run", "\nmake deps\n"}},
-	"make demo": {{"Makefile", "\ndemo: build\n\t./tests/demo.sh ./$(BIN)\n"},
+	"make deps":      {{"Makefile", "\ndeps:"}, {".ci/run", "\nmake deps\n"}},
+	"make demo-deps": {{"Makefile", "\ndemo-deps:\n"}, {"tests/deps_test.go", `makeVar(t, "DEMO_DEBS")`}},
+	"make demo": {{"Makefile", "\ndemo: demo-deps build\n\t./tests/demo.sh ./$(BIN)\n"},
 		{"tests/demo_test.go", `filepath.Join(repoRoot(t), "tests", "demo.sh")`}},
 	"make test":  {{".ci/run", "\nmake test\n"}},
 	"make cross": {{"Makefile", "\ncross:\n"}, {"Makefile", "\ntest: deps lint cross "}, {".ci/run", "\nmake test\n"}},

@@ -56,6 +56,19 @@ func dialRsyncTLS(t *testing.T, s *server, p *PKI, src, proxyLine string) *rsync
 	return &rsyncTLSClient{Conn: c, r: bufio.NewReader(c)}
 }
 
+// holding waits for rsync's own greeting: the session has its slot (slots
+// are taken once a handshake is complete, in the order the server finishes
+// them), and a client dialled after it counts against it.
+func (c *rsyncTLSClient) holding(t *testing.T) *rsyncTLSClient {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := c.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(l, "@RSYNCD: ") {
+		t.Fatalf("no rsync greeting for a session that should hold a slot: %q, %v", l, err)
+	}
+	return c
+}
+
 // lines reads what the server says until it closes (or the deadline).
 func (c *rsyncTLSClient) lines(t *testing.T, d time.Duration) []string {
 	t.Helper()
@@ -84,8 +97,8 @@ func TestServeOverloadAnswer(t *testing.T) {
 	t.Run("total", func(t *testing.T) {
 		s := startMode(t, "acceptno", serveArgs(pki, rd, wrapper, "--proxy-protocol", "hosts", "--max-conns", "2", "--max-conns-wait", "300ms", "--module-timeout", "0"))
 		// Two clients that greet and then say nothing hold both slots.
-		dialRsyncTLS(t, s, pki, "", "")
-		dialRsyncTLS(t, s, pki, "", "")
+		dialRsyncTLS(t, s, pki, "", "").holding(t)
+		dialRsyncTLS(t, s, pki, "", "").holding(t)
 		out, code := rsyncSSL(t, s, pki, "openssl", "rsync://localhost/")
 		if code != 5 || !strings.Contains(out, "@ERROR: max connections (2) reached -- try again later") {
 			t.Fatalf("third client (exit %d), want rsync's max-connections line and exit 5:\n%s\nserver log:\n%s", code, out, s.Log)
@@ -102,7 +115,7 @@ func TestServeOverloadAnswer(t *testing.T) {
 	t.Run("per-source", func(t *testing.T) {
 		s := startMode(t, "acceptno", serveArgs(pki, rd, rsyncPath(t), "--max-conns", "8", "--max-conns-per-source", "1",
 			"--max-conns-wait", "200ms", "--module-timeout", "0"))
-		dialRsyncTLS(t, s, pki, "127.0.0.1", "")
+		dialRsyncTLS(t, s, pki, "127.0.0.1", "").holding(t)
 		refused := dialRsyncTLS(t, s, pki, "127.0.0.1", "")
 		got := refused.lines(t, 10*time.Second)
 		if len(got) != 2 || !strings.HasPrefix(got[0], "@RSYNCD: 32.0 sha512") || got[1] != "@ERROR: max connections (1) reached -- try again later" {
@@ -123,7 +136,7 @@ func TestServeOverloadAnswer(t *testing.T) {
 		hdr := func(ip string, port int) string {
 			return fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 %d %d\r\n", ip, port, s.Port)
 		}
-		dialRsyncTLS(t, s, pki, "", hdr("198.51.100.7", 40001))
+		dialRsyncTLS(t, s, pki, "", hdr("198.51.100.7", 40001)).holding(t)
 		// Same balancer, another client: not counted against the first.
 		b := dialRsyncTLS(t, s, pki, "", hdr("203.0.113.5", 40002))
 		b.Write([]byte("#list\n"))

@@ -13,7 +13,9 @@ import (
 )
 
 // copyBuf is large enough that one read from the pair becomes one TLS
-// write of several full records, and so one syscall, under bulk transfer.
+// write of several full records (sent in one syscall by heldWriter) under
+// bulk transfer. A read returns what the pair has: the bridge never waits
+// for more once rsync has written something.
 const copyBuf = 128 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
@@ -78,12 +80,16 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger, stall time.D
 		})
 	}
 	head := &headRecorder{r: client}
+	bc := batchUnder(client)
+	if bc != nil {
+		bc.SetReadAhead(bridgeReadAhead)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		var err error
-		st.In, err = pump(rsyncWriter{stallWriter{rs, stall, "rsync"}}, head)
+		st.In, err = pump(rsyncWriter{stallWriter{rs, stall, "rsync"}}, batchReader{head, bc})
 		if err != nil {
 			abort(fmt.Errorf("client to rsync: %w", err))
 			return
@@ -92,7 +98,7 @@ func Bridge(client halfCloser, raw net.Conn, rs halfCloser, linger, stall time.D
 	}()
 
 	var err error
-	st.Out, err = pump(stallWriter{client, stall, "client"}, resetIsEOF{rs})
+	st.Out, err = pump(stallWriter{heldWriter{client, bc}, stall, "client"}, resetIsEOF{rs})
 	if err != nil {
 		abort(fmt.Errorf("rsync to client: %w", err))
 	} else {

@@ -2,11 +2,13 @@ package tlsbridge
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -177,4 +179,93 @@ func TestBridgeClientStopsReading(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("bridge hung on a client that stopped reading")
 	}
+}
+
+// writeCounter counts the writes that reach the client's socket.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes.Add(1)
+	return w.Conn.Write(p)
+}
+
+// TestBridgeRecordsOneWrite: the conn stack Server.handshake builds, then
+// Bridge: the records of one bridge write (one read from rsync's end) leave
+// in one syscall, not crypto/tls's one per 16 KiB record.
+func TestBridgeRecordsOneWrite(t *testing.T) {
+	dir := t.TempDir()
+	p := selfSigned(t, dir, "s", time.Now().Add(time.Hour), "localhost")
+	store, _, err := LoadCerts([]CertPair{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ch := make(chan net.Conn, 1)
+	go func() { c, _ := l.Accept(); ch <- c }()
+	cc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sraw := <-ch
+	raw := &writeCounter{Conn: sraw}
+	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
+	go client.Handshake()
+	s := &Server{TLS: ServerTLSConfig(store, tls.VersionTLS12, nil), HandshakeTimeout: 5 * time.Second}
+	tc, err := s.handshake(context.Background(), raw, time.Now().Add(5*time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := NewPair(PairTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsyncEnd, err := net.FileConn(pair.Theirs)
+	pair.Theirs.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 8 << 20
+	down := make([]byte, total)
+	rand.Read(down)
+	go func() {
+		// Read what the client sends to the end, so that closing sends
+		// a FIN, not a reset.
+		drained := make(chan struct{})
+		go func() { io.Copy(io.Discard, rsyncEnd); close(drained) }()
+		rsyncEnd.Write(down)
+		rsyncEnd.(halfCloser).CloseWrite()
+		<-drained
+		rsyncEnd.Close()
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		client.Write([]byte("@RSYNCD: 32.0\n"))
+		client.CloseWrite()
+		b, _ := io.ReadAll(client)
+		got <- b
+	}()
+	before := raw.writes.Load()
+	st := Bridge(tc, sraw, pair.Ours.(halfCloser), time.Second, 0)
+	writes := raw.writes.Load() - before
+	if st.Err != nil {
+		t.Fatal(st.Err)
+	}
+	if b := <-got; !bytes.Equal(b, down) {
+		t.Fatalf("client got %d bytes, not the %d sent", len(b), total)
+	}
+	// crypto/tls alone: one write per record, total/16 KiB = 512. A read
+	// from the pair returns what rsync's end has written so far, so not
+	// every write carries 128 KiB; a quarter of the records' count is a
+	// generous bound.
+	if writes > total/(16<<10)/4 {
+		t.Errorf("%d MiB left in %d writes to the client (crypto/tls alone: %d)", total>>20, writes, total/(16<<10))
+	}
+	t.Logf("%d MiB in %d writes", total>>20, writes)
 }

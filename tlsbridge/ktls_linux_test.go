@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -534,5 +535,27 @@ func TestDescribeRecord(t *testing.T) {
 		if got := describeRecord(c.typ, c.body); !strings.Contains(got, c.want) {
 			t.Errorf("describeRecord(%d, % x) = %q, want %q", c.typ, c.body, got, c.want)
 		}
+	}
+}
+
+// The key log line crypto/tls hands over holds a traffic secret in hex; the
+// writer keeps the decoded secret and leaves no readable copy of the line.
+func TestSecretLogLeavesNoCopy(t *testing.T) {
+	secret := bytes.Repeat([]byte{0xab}, 32)
+	line := []byte(fmt.Sprintf("SERVER_TRAFFIC_SECRET_0 %x %x\n", bytes.Repeat([]byte{1}, 32), secret))
+	l := &secretLog{}
+	if n, err := l.Write(line); n != len(line) || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if _, s := l.secrets(); !bytes.Equal(s, secret) {
+		t.Fatalf("server secret %x, want %x", s, secret)
+	}
+	if bytes.Contains(line, []byte("abab")) || bytes.Contains(line, []byte("SECRET")) {
+		t.Errorf("the key log line still holds the secret after Write: %q", line)
+	}
+	_, s := l.secrets()
+	l.wipe()
+	if !bytes.Equal(s, make([]byte, 32)) {
+		t.Errorf("wipe left the secret: %x", s)
 	}
 }

@@ -1,13 +1,13 @@
 package tlsbridge
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 )
 
@@ -20,23 +20,34 @@ type secretLog struct {
 }
 
 func (l *secretLog) Write(p []byte) (int, error) {
-	f := strings.Fields(string(p))
+	// Parsed in place: a string conversion would leave a copy of the
+	// secret that nothing can wipe.
+	f := bytes.Fields(p)
 	if len(f) == 3 {
 		var dst *[]byte
-		switch f[0] {
+		switch string(f[0]) {
 		case "CLIENT_TRAFFIC_SECRET_0":
 			dst = &l.client
 		case "SERVER_TRAFFIC_SECRET_0":
 			dst = &l.server
 		}
 		if dst != nil {
-			if s, err := hex.DecodeString(f[2]); err == nil {
+			s := make([]byte, hex.DecodedLen(len(f[2])))
+			if _, err := hex.Decode(s, f[2]); err == nil {
 				l.mu.Lock()
+				clear(*dst)
 				*dst = s
 				l.mu.Unlock()
+			} else {
+				clear(s)
 			}
 		}
 	}
+	// The line is crypto/tls's own one-off allocation for this call
+	// (writeKeyLog formats it afresh and drops it), and it holds a
+	// traffic secret in hex: wipe it rather than leave it to the
+	// garbage collector.
+	clear(p)
 	return len(p), nil
 }
 

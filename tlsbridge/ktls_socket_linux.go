@@ -69,11 +69,14 @@ func enableKTLS(rc syscall.RawConn, suite uint16, clientSecret, serverSecret []b
 			kerr = &ktlsError{"TCP_ULP", err, true}
 			return
 		}
-		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsTX, string(tx)); err != nil {
+		// The structs go to the kernel without a string copy
+		// (unsafe.String shares their bytes), so that clearing tx and
+		// rx leaves no key behind.
+		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsTX, unsafe.String(&tx[0], len(tx))); err != nil {
 			kerr = &ktlsError{"TLS_TX", err, true}
 			return
 		}
-		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsRX, string(rx)); err != nil {
+		if err := unix.SetsockoptString(int(fd), unix.SOL_TLS, tlsRX, unsafe.String(&rx[0], len(rx))); err != nil {
 			kerr = &ktlsError{"TLS_RX", err, false}
 		}
 	})

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 )
 
 // kernelPath hands the session to the kernel: the client's own socket,
@@ -37,7 +35,12 @@ func (s *Server) switchToKernel(sess *session, st tls.ConnectionState, ko *kerne
 	if cs == nil || ss == nil {
 		return nil, FallbackReason(errNoSecrets.Error()), nil
 	}
-	if err := enableKTLS(rc, st.CipherSuite, cs, ss); err != nil {
+	err = enableKTLS(rc, st.CipherSuite, cs, ss)
+	// The kernel has its copies now (or the session goes to the bridge,
+	// where crypto/tls keeps its own): ours go at once, not when the
+	// session ends.
+	ko.log.wipe()
+	if err != nil {
 		var ke *ktlsError
 		if !errors.As(err, &ke) || !ke.fallback {
 			return nil, "", fmt.Errorf("kernel tls with %s: %w (the session cannot continue)", sess.peer, err)
@@ -59,8 +62,7 @@ func (k kernelPath) serve(sess *session) served {
 		return out
 	}
 	setUserTimeout(k.rc, s.Stall)
-	rsync := s.Rsync
-	rsync.Proxy = rsyncd.ProxyOff // rsync reads the client itself
+	rsync := s.Rsync.OwnSocket() // rsync reads the client itself
 	proc, err := s.startRsync(rsync, f, "", sess.env)
 	f.Close() // rsync holds its own copy now
 	if err != nil {

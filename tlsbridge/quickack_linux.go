@@ -4,6 +4,7 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/batchconn"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,16 +27,19 @@ type quickAckConn struct {
 	reads int
 }
 
+// Under it goes the batchconn.Conn the bridge batches its syscalls with
+// (batch_linux.go): a pass-through until the bridge starts.
 func newQuickAckConn(c net.Conn) net.Conn {
+	bc := batchconn.New(c)
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return c
+		return bc
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return c
+		return bc
 	}
-	q := &quickAckConn{Conn: c, sc: rc}
+	q := &quickAckConn{Conn: bc, sc: rc}
 	q.ack()
 	return q
 }

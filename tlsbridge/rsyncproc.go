@@ -21,9 +21,12 @@ const (
 // both: SIGTERM when the service stops (so rsync can remove its temporary
 // files), and reap once the data path has ended.
 type rsyncProc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait returned
-	err  error         // cmd.Wait's result, read after done
+	// signal reaches rsync also when it runs as another user
+	// (rsyncd.Command.Signal).
+	signal func(p *os.Process, sig os.Signal) error
+	cmd    *exec.Cmd
+	done   chan struct{} // closed once cmd.Wait returned
+	err    error         // cmd.Wait's result, read after done
 }
 
 // startRsync starts rsync with stdin as its connection (a pair's end, or
@@ -35,7 +38,7 @@ func (s *Server) startRsync(rsync rsyncd.Command, stdin *os.File, trust string, 
 	if err != nil {
 		return nil, err
 	}
-	p := &rsyncProc{cmd: cmd, done: make(chan struct{})}
+	p := &rsyncProc{cmd: cmd, done: make(chan struct{}), signal: rsync.Signal}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -50,7 +53,7 @@ func (p *rsyncProc) termOnCancel(ctx context.Context) (stop func()) {
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.signal(p.cmd.Process, syscall.SIGTERM)
 		case <-stopped:
 		case <-p.done:
 		}
@@ -65,11 +68,11 @@ func (p *rsyncProc) reap() int {
 	select {
 	case <-p.done:
 	case <-time.After(reapWait):
-		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.signal(p.cmd.Process, syscall.SIGTERM)
 		select {
 		case <-p.done:
 		case <-time.After(termWait):
-			p.cmd.Process.Kill()
+			p.signal(p.cmd.Process, syscall.SIGKILL)
 			<-p.done
 		}
 	}

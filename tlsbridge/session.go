@@ -75,7 +75,7 @@ type session struct {
 // stopping) rsync gets SIGTERM, so it can remove its temporary files, and
 // the session winds down.
 func (s *Server) ServeConn(ctx context.Context, raw net.Conn) Result {
-	return s.serve(ctx, raw, "", nil)
+	return s.serve(ctx, raw, "", nil, Intake{})
 }
 
 // RefuseConn turns a connection away in rsync's own words, the way rsyncd
@@ -84,16 +84,19 @@ func (s *Server) ServeConn(ctx context.Context, raw net.Conn) Result {
 // and "@ERROR: answer", then close_notify. rsync is never started. why is
 // what the log line says.
 func (s *Server) RefuseConn(ctx context.Context, raw net.Conn, answer string, why error) Result {
-	return s.serve(ctx, raw, answer, why)
+	return s.serve(ctx, raw, answer, why, Intake{})
 }
 
-func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why error) (res Result) {
+func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why error, in Intake) (res Result) {
 	start := time.Now()
 	// A connection whose PROXY header was read first (activation's
 	// ProxiedConn) started earlier: the handshake deadline counts from
 	// its accept, so the header cannot stretch it.
 	if a, ok := raw.(interface{ AcceptedAt() time.Time }); ok {
 		start = a.AcceptedAt()
+	}
+	if !in.AcceptedAt.IsZero() {
+		start = in.AcceptedAt
 	}
 	res.RsyncExit = -1
 	res.Peer = raw.RemoteAddr().String()
@@ -110,8 +113,17 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 		res.Err = fmt.Errorf("tls handshake with %s: %w", res.Peer, err)
 		return res
 	}
+	if why == nil && in.Admit != nil {
+		release, err := in.Admit(ctx)
+		if release != nil {
+			defer release()
+		}
+		if err != nil {
+			refuse, why, in.cutShort = refusalAnswer(err), err, release == nil
+		}
+	}
 	if why != nil {
-		answerRefusal(sess.tc, raw, refuse)
+		answerRefusal(sess.tc, raw, refuse, in.cutShort)
 		res.Err = &RefusedError{Peer: res.Peer, Why: why}
 		return res
 	}

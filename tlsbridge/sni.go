@@ -37,6 +37,15 @@ func ValidHostName(s string) bool {
 	return label > 0 && s[len(s)-1] != '-'
 }
 
+// SNIText is the SNI as a journal field may carry it: the name when it is a
+// valid host name, else its length only; "" for none.
+func SNIText(sni string) string {
+	if sni == "" {
+		return ""
+	}
+	return sniField(sni)
+}
+
 // sniField is the SNI as the summary line shows it: "-" for none, the name
 // when it is a valid host name, else only its length, so that a client
 // cannot write fields or control bytes into our log through it.

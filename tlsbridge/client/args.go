@@ -155,3 +155,37 @@ func (u RsyncsURL) DaemonURL() string {
 	}
 	return b.String()
 }
+
+// SplitHelperFlags takes the helper's own flags out of a wrapper's command
+// line, so that "rsync-ssl-shim rsync --ca FILE -av HOST::M/ D/" works:
+// "--NAME VALUE" and "--NAME=VALUE" for names in withValue, "--NAME" and
+// "--NAME=BOOL" for names in boolean, anywhere before a "--". rsync has no
+// option of these names, so nothing meant for rsync is taken. flags holds
+// the words taken, in order, as the flag package parses them; rest is
+// everything else, in order.
+func SplitHelperFlags(args []string, withValue, boolean map[string]bool) (flags, rest []string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(rest, args[i:]...), nil
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		switch {
+		case !strings.HasPrefix(a, "--"):
+			rest = append(rest, a)
+		case boolean[name]:
+			flags = append(flags, a)
+		case withValue[name] && hasValue:
+			flags = append(flags, a)
+		case withValue[name]:
+			if i+1 >= len(args) {
+				return nil, nil, fmt.Errorf("--%s needs a value", name)
+			}
+			flags = append(flags, a, args[i+1])
+			i++
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return flags, rest, nil
+}

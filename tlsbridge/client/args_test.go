@@ -128,3 +128,32 @@ func FuzzParseRsyncsURL(f *testing.F) {
 		}
 	})
 }
+
+func TestSplitHelperFlags(t *testing.T) {
+	val := map[string]bool{"ca": true, "pin": true}
+	boolean := map[string]bool{"insecure-skip-verify": true}
+	cases := []struct {
+		args        []string
+		flags, rest string
+		wantErr     string
+	}{
+		{[]string{"--ca", "c a.pem", "-av", "h::m/", "d/"}, "--ca|c a.pem", "-av|h::m/|d/", ""},
+		{[]string{"-av", "--ca=x", "--pin", "sha256:A", "h::m/"}, "--ca=x|--pin|sha256:A", "-av|h::m/", ""},
+		{[]string{"--insecure-skip-verify", "--port=9", "h::m"}, "--insecure-skip-verify", "--port=9|h::m", ""},
+		{[]string{"-a", "--", "--ca", "x"}, "", "-a|--|--ca|x", ""},
+		{[]string{"--ca-file", "x"}, "", "--ca-file|x", ""},
+		{[]string{"h::m", "--pin"}, "", "", "--pin needs a value"},
+	}
+	for _, c := range cases {
+		flags, rest, err := SplitHelperFlags(c.args, val, boolean)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%q: err %v, want %q", c.args, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || strings.Join(flags, "|") != c.flags || strings.Join(rest, "|") != c.rest {
+			t.Errorf("%q: flags %q rest %q err %v; want %q and %q", c.args, flags, rest, err, c.flags, c.rest)
+		}
+	}
+}

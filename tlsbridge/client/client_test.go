@@ -47,7 +47,7 @@ func TestVerifyServer(t *testing.T) {
 		{"no verification", old, nil, Options{Host: "x", Trust: TrustNone}, "", ""},
 		{"pin alone", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(good)}}, "", ""},
 		{"pin mismatch", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(old)}}, FailPinMismatch,
-			"server key " + certid.PinOf(good).String() + " does not match --pin " + certid.PinOf(old).String()},
+			"server key " + certid.PinOf(good).String() + " does not match the pin " + certid.PinOf(old).String()},
 		{"pin and unknown CA", good, other.Pool, Options{Host: "localhost", Trust: TrustCAFile, Pins: []certid.Pin{certid.PinOf(good)}}, FailUnknownAuthority, ""},
 		{"pin rollover", good, nil, Options{Host: "x", Trust: TrustNone, Pins: []certid.Pin{certid.PinOf(old), certid.PinOf(good)}}, "", ""},
 	}
@@ -184,4 +184,44 @@ func TestPumpNotRsync(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("forwarded %q to rsync", out.String())
 	}
+}
+
+// countWriter counts the writes Pump makes to rsync.
+type countWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestPumpBatchesRecords: the plaintext of the records already received
+// reaches rsync in one write, not crypto/tls's one write per record.
+func TestPumpBatchesRecords(t *testing.T) {
+	const total = 4 << 20
+	data := make([]byte, total)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	greeting := "@RSYNCD: 32.0\n"
+	c := pumpServer(t, func(raw net.Conn, s *tls.Conn) {
+		s.Write([]byte(greeting))
+		s.Write(data)
+		s.CloseWrite()
+		io.Copy(io.Discard, s) // the client's close_notify: no reset
+	})
+	var out countWriter
+	if err := Pump(c, strings.NewReader(""), &out, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), append([]byte(greeting), data...)) {
+		t.Fatalf("rsync got %d bytes, not the %d sent", out.Len(), len(greeting)+total)
+	}
+	records := total / (16 << 10)
+	if out.writes > records/2 {
+		t.Errorf("%d records reached rsync in %d writes", records, out.writes)
+	}
+	t.Logf("%d records in %d writes", records, out.writes)
 }

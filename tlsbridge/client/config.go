@@ -166,8 +166,8 @@ func verifyServer(certs []*x509.Certificate, roots *x509.CertPool, o Options, no
 				want[i] = p.String()
 			}
 			return &CertError{Kind: FailPinMismatch, Leaf: leaf,
-				Err:  fmt.Errorf("server key %s does not match --pin %s", got, strings.Join(want, ", ")),
-				Hint: "if the server's key changed on purpose, pin " + got.String()}
+				Err:  fmt.Errorf("server key %s does not match the pin %s", got, strings.Join(want, ", ")),
+				Hint: "if the server's key changed on purpose, pass --pin " + got.String() + " or set RSYNC_SSL_PIN=" + got.String()}
 		}
 	}
 	if o.Trust == TrustNone {

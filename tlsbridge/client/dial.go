@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/batchconn"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
@@ -188,18 +189,20 @@ func (w *watchConn) Read(p []byte) (int, error) {
 type Conn struct {
 	*tls.Conn
 	raw  *watchConn
+	bc   *batchconn.Conn // under Conn, over raw: Pump's syscall batching
 	Peer string
 }
 
 // Handshake runs TLS over an established TCP connection.
 func (d *Dialer) Handshake(ctx context.Context, raw net.Conn, ip net.IP) (*Conn, error) {
 	w := &watchConn{Conn: raw}
-	tc := tls.Client(w, d.Config)
+	bc := batchconn.New(w)
+	tc := tls.Client(bc, d.Config)
 	peer := d.Peer(ip)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, d.tlsError(ctx, peer, err)
 	}
-	return &Conn{Conn: tc, raw: w, Peer: peer}, nil
+	return &Conn{Conn: tc, raw: w, bc: bc, Peer: peer}, nil
 }
 
 func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/batchconn"
 )
 
 // RsyncGreeting starts every rsync daemon's first line.
@@ -31,8 +33,11 @@ const RsyncGreeting = "@RSYNCD:"
 // was delivered.
 func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) error {
 	up := make(chan error, 1)
+	if c.bc != nil {
+		c.bc.SetReadAhead(pumpBuf)
+	}
 	go func() {
-		_, err := io.Copy(c.Conn, in)
+		err := sendHeld(c, in)
 		if err == nil {
 			err = c.CloseWrite()
 		}
@@ -43,8 +48,7 @@ func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) erro
 		if err := checkGreeting(c, out, greetTimeout); err != nil {
 			return err
 		}
-		_, err := io.CopyBuffer(outWriter{out}, c.Conn, make([]byte, 64*1024))
-		return err
+		return receiveBatched(outWriter{out}, c)
 	}()
 
 	var upErr error
@@ -71,6 +75,68 @@ func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) erro
 		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailOther, Err: fmt.Errorf("send: %w", upErr)}
 	}
 	return nil
+}
+
+// pumpBuf is the most one read or write of the pump moves: eight full
+// records.
+const pumpBuf = 128 << 10
+
+// sendHeld copies in to the server; what one read of in returns leaves in
+// one syscall, its records held under crypto/tls until the write returns
+// (crypto/tls would write each record on its own). A read of in returns
+// whatever rsync has written so far, so nothing waits for more.
+func sendHeld(c *Conn, in io.Reader) error {
+	buf := make([]byte, pumpBuf)
+	for {
+		n, rerr := in.Read(buf)
+		if n > 0 {
+			if c.bc != nil {
+				c.bc.Hold()
+			}
+			_, werr := c.Conn.Write(buf[:n])
+			if c.bc != nil {
+				if ferr := c.bc.Release(); werr == nil {
+					werr = ferr
+				}
+			}
+			if werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// receiveBatched copies the server to out: each write carries the
+// plaintext of every record already received, not one record each, and
+// happens before the next read could wait on the socket.
+func receiveBatched(out io.Writer, c *Conn) error {
+	buf := make([]byte, pumpBuf)
+	for {
+		var n int
+		var rerr error
+		if c.bc != nil {
+			n, rerr = batchconn.ReadBatch(c.Conn, c.bc, buf)
+		} else {
+			n, rerr = c.Conn.Read(buf)
+		}
+		if n > 0 {
+			if _, err := out.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }
 
 type writeError struct{ err error }

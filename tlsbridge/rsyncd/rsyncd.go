@@ -233,6 +233,31 @@ type Command struct {
 	// Launch, when set, runs the exec.Cmd's Start for Start: the caller
 	// uses it to start rsync from a thread without ambient capabilities.
 	Launch func(start func() error) error
+	// Kill, when set, sends a signal to a started rsync: the caller uses
+	// it to hold CAP_KILL only for the call when rsync runs as another
+	// user.
+	Kill func(p *os.Process, sig os.Signal) error
+}
+
+// Signal sends sig to p, a started rsync, through Kill when set.
+func (r *Command) Signal(p *os.Process, sig os.Signal) error {
+	if r.Kill != nil {
+		return r.Kill(p, sig)
+	}
+	return p.Signal(sig)
+}
+
+// OwnSocket is the command for an rsync handed the client's own socket
+// (the kernel TLS path): it reads no PROXY header, so "proxy protocol" is
+// set to no wherever this rsync knows the parameter. A mode that names the
+// parameter (hosts, plain) says it does, also for a binary that could not be
+// read, such as a wrapper script: "proxy protocol = yes" left in its
+// rsyncd.conf would otherwise believe a PROXY line the client itself sent
+// inside TLS, and "hosts allow" would take the address it names.
+func (r Command) OwnSocket() Command {
+	r.KnowsProxyProtocol = r.KnowsProxyProtocol || r.Proxy != ProxyOff
+	r.Proxy = ProxyOff
+	return r
 }
 
 // Credential is a user rsync runs as: uid, gid and supplementary groups.

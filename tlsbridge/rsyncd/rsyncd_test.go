@@ -64,3 +64,33 @@ func TestArgvGuardsStandaloneMode(t *testing.T) {
 		t.Errorf("ProxyOff with a binary that knows the parameter: %s", got)
 	}
 }
+
+// An rsync handed the client's own socket (kernel TLS) reads no PROXY
+// header, so "proxy protocol" must be off on its command line wherever the
+// rsync knows the parameter: read off the binary, or implied by the mode
+// the admin named for a binary that could not be read (a wrapper script).
+func TestOwnSocketTurnsProxyProtocolOff(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		cmd    Command
+		wantNo bool
+	}{
+		{"probed 3.5", Command{Path: "rsync", Proxy: ProxyHosts, KnowsProxyProtocol: true}, true},
+		{"wrapper, hosts", Command{Path: "/usr/local/bin/rsync-wrapper", Proxy: ProxyHosts}, true},
+		{"wrapper, plain", Command{Path: "/usr/local/bin/rsync-wrapper", Proxy: ProxyPlain}, true},
+		{"wrapper, off", Command{Path: "/usr/local/bin/rsync-wrapper", Proxy: ProxyOff}, false},
+		{"old rsync, off", Command{Path: "rsync", Proxy: ProxyOff}, false},
+	} {
+		own := c.cmd.OwnSocket()
+		got := strings.Join(own.Argv("127.0.0.1"), " ")
+		if strings.Contains(got, "proxyprotocol=yes") || strings.Contains(got, "proxyprotocolhosts") {
+			t.Errorf("%s: %q turns the PROXY header on for an rsync that gets none", c.name, got)
+		}
+		if has := strings.Contains(got, "--dparam=proxyprotocol=no"); has != c.wantNo {
+			t.Errorf("%s: %q: proxyprotocol=no present %v, want %v", c.name, got, has, c.wantNo)
+		}
+		if c.cmd.Proxy != own.Proxy && c.cmd.Proxy == ProxyOff {
+			t.Errorf("%s: OwnSocket changed its receiver", c.name)
+		}
+	}
+}

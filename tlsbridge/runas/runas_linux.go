@@ -147,41 +147,82 @@ func (u *User) Check() error {
 }
 
 // StartCleared runs start (an exec.Cmd's Start) on a thread whose ambient
-// and inheritable capability sets are empty. A server running as a service
-// user with AmbientCapabilities=CAP_SETUID... holds those capabilities as
-// ambient ones, and the kernel keeps ambient capabilities across a switch
-// between two non-root users and across execve: rsync would start with
-// CAP_SETUID and could become the service user again, key and all.
-// Capabilities belong to a thread, not to the process, and the child is
+// and inheritable capability sets are empty and which has no_new_privs set,
+// so that rsync, and everything it execs, can never gain a privilege
+// through a set-user-ID or file-capability binary. A server running as a
+// service user with AmbientCapabilities=CAP_SETUID... holds those
+// capabilities as ambient ones, and the kernel keeps ambient capabilities
+// across a switch between two non-root users and across execve: rsync would
+// start with CAP_SETUID and could become the service user again, key and
+// all. Capabilities belong to a thread, not to the process, and the child is
 // forked from the calling thread, so the sets are cleared on that thread,
-// pinned for the call; the permitted and effective sets stay, for the
-// switch itself. The thread goes back to the pool with the two sets still
-// empty, which no other part of the server needs.
+// pinned for the call, and the permitted set is made effective for the
+// switch itself (LowerEffective keeps it off elsewhere). Afterwards the
+// thread gets its inheritable and ambient sets back, so that whatever else
+// the runtime runs on it later (a fresh serve taking over the listening
+// socket) starts as the service manager meant; no_new_privs stays, which
+// costs nothing: the server execs nothing set-user-ID.
 func StartCleared(start func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := clearInherited(); err != nil {
+	restore, err := clearInherited()
+	if err != nil {
 		return err
 	}
-	return start()
+	defer restore()
+	// no_new_privs belongs to the thread, is inherited by the child and
+	// survives execve; it cannot be unset.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	// Nested locks count: withRaised's unlock leaves this one in place.
+	return withRaised(start)
 }
 
-func clearInherited() error {
-	// EINVAL: a kernel before 4.3 has no ambient set to clear.
-	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("clear the ambient capabilities: %w", err)
-	}
+// clearInherited empties the calling thread's ambient and inheritable sets
+// and returns what puts them back.
+func clearInherited() (restore func(), err error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read our capabilities: %w", err)
+		return nil, fmt.Errorf("read our capabilities: %w", err)
+	}
+	var ambient []int
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		// EINVAL: a kernel before 4.3 (no ambient set) or a number past
+		// the kernel's last capability.
+		if on, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, uintptr(c), 0, 0); err == nil && on == 1 {
+			ambient = append(ambient, c)
+		}
+	}
+	restore = func() {
+		// Inheritable first: the kernel raises an ambient capability only
+		// while it is permitted and inheritable.
+		cur := data
+		if err := unix.Capget(&hdr, &cur[0]); err != nil {
+			return
+		}
+		cur[0].Inheritable, cur[1].Inheritable = data[0].Inheritable, data[1].Inheritable
+		if unix.Capset(&hdr, &cur[0]) != nil {
+			return
+		}
+		for _, c := range ambient {
+			unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c), 0, 0)
+		}
+	}
+	if len(ambient) > 0 {
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("clear the ambient capabilities: %w", err)
+		}
 	}
 	if data[0].Inheritable == 0 && data[1].Inheritable == 0 {
-		return nil
+		return restore, nil
 	}
-	data[0].Inheritable, data[1].Inheritable = 0, 0
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("clear the inheritable capabilities: %w", err)
+	cleared := data
+	cleared[0].Inheritable, cleared[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &cleared[0]); err != nil {
+		restore()
+		return nil, fmt.Errorf("clear the inheritable capabilities: %w", err)
 	}
-	return nil
+	return restore, nil
 }
