@@ -52,7 +52,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 			sameTree(t, src, dst)
 		}
 		log := s.Log.String()
-		if !strings.Contains(log, "datapath auto (every session bridged: the kernel has no TLS module loaded (/proc/sys/net/ipv4/tcp_available_ulp: ") {
+		if !strings.Contains(log, `datapath auto (every session bridged: the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT;`) {
 			t.Errorf("the start line does not say, once, why every session is bridged:\n%s", log)
 		}
 		served := regexp.MustCompile(`served .* pair=tcp rsync_exit=0 .* datapath=bridge fallback="no kernel TLS module"\n`)
@@ -128,7 +128,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("ktls refuses to start", func(t *testing.T) {
 		rd := newRsyncd(t)
 		out, code := runCmd(t, 30*time.Second, nil, shimBin, append(serveArgs(p, rd, rsync, "--datapath", "ktls"), "--listen", "127.0.0.1:0")...)
-		if code != 1 || !strings.Contains(out, `serve: --datapath ktls: the kernel has no TLS module loaded (/proc/sys/net/ipv4/tcp_available_ulp: `) {
+		if code != 1 || !strings.Contains(out, `serve: --datapath ktls: the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT;`) {
 			t.Errorf("exit %d, want 1 and the missing module named:\n%s", code, out)
 		}
 	})

@@ -37,6 +37,8 @@ type certSet struct {
 type fileStamp struct {
 	size  int64
 	mtime time.Time
+	ino   uint64
+	err   string // why the file could not be stat'ed, "" if it could
 }
 
 // LoadCerts reads every pair and checks that each key matches its
@@ -102,9 +104,10 @@ func validity(leaf *x509.Certificate, now time.Time) string {
 	return ""
 }
 
-// Changed reports whether any file differs in size or modification time
-// from when it was loaded. stat follows symlinks, so a certbot-style
-// "live/" link switched to a new version counts as a change.
+// Changed reports whether any file differs in size, modification time or
+// inode from when it was loaded. stat follows symlinks, so a certbot-style
+// "live/" link switched to a new version counts as a change, and so does a
+// file that became unreadable (Reload then says why).
 func (s *CertStore) Changed() bool {
 	set := s.cur.Load()
 	for i, p := range s.pairs {
@@ -146,14 +149,6 @@ func (s *CertStore) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	return set.certs[0], nil
 }
 
-func stampOf(name string) fileStamp {
-	st, err := os.Stat(name)
-	if err != nil {
-		return fileStamp{size: -1}
-	}
-	return fileStamp{size: st.Size(), mtime: st.ModTime()}
-}
-
 func loadSet(pairs []CertPair) (*certSet, []string, error) {
 	set := &certSet{}
 	var warns []string
@@ -176,11 +171,11 @@ func loadSet(pairs []CertPair) (*certSet, []string, error) {
 func loadPair(p CertPair) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(p.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("--cert: %w", err)
+		return nil, fmt.Errorf("--cert: %w%s", err, accessHint(err))
 	}
 	keyPEM, err := os.ReadFile(p.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
+		return nil, fmt.Errorf("--key: %w%s", err, accessHint(err))
 	}
 	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
 		return nil, fmt.Errorf("--cert %s: no PEM certificate in it", p.CertFile)

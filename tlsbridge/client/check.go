@@ -53,6 +53,7 @@ type TLSReport struct {
 	Subject  string    `json:"subject,omitempty"`
 	Issuer   string    `json:"issuer,omitempty"`
 	Names    []string  `json:"names,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
 	NotAfter time.Time `json:"not_after,omitempty"`
 	DaysLeft int       `json:"days_left"`
 	Pin      string    `json:"pin,omitempty"`
@@ -76,6 +77,10 @@ type CheckOptions struct {
 	// in the listing: it tells open from needs-auth from denied, and
 	// makes the daemon log a session (see checker.openModule).
 	Open bool
+	// WarnDays fails the check when the server's certificate has this many
+	// whole days left or fewer; 0 still fails one that ends within a day.
+	// Negative: no expiry check beyond verification.
+	WarnDays int
 }
 
 // Check walks resolve, TCP, TLS, the rsync greeting and the module list
@@ -95,8 +100,28 @@ func Check(ctx context.Context, d *Dialer, o CheckOptions) Report {
 	ck.r.OK = len(ck.r.Hops) == 5
 	for _, h := range ck.r.Hops {
 		ck.r.OK = ck.r.OK && h.OK
+		if h.Hop == "tls" && h.OK && h.TLS != nil {
+			if e := expiryHop(h.TLS, o.WarnDays); e != nil {
+				ck.r.Hops = append(ck.r.Hops, *e)
+				ck.r.OK = false
+				break
+			}
+		}
 	}
 	return ck.r
+}
+
+// expiryHop is a failed "expiry" hop when the certificate has warnDays
+// whole days left or fewer (a monitoring job's --warn-days), nil when it
+// has more. The other hops are still walked: the server works, for now.
+func expiryHop(t *TLSReport, warnDays int) *HopReport {
+	if warnDays < 0 || t.DaysLeft > warnDays {
+		return nil
+	}
+	return &HopReport{Hop: "expiry", Kind: FailExpiry,
+		Error:  fmt.Sprintf("the server's certificate expires %s, in %d days (--warn-days %d)", t.NotAfter.Format(time.DateOnly), t.DaysLeft, warnDays),
+		Hint:   "renew it on the server; serve takes the renewed files within seconds, or at once with \"systemctl reload rsync-ssl.service\"",
+		Detail: t.NotAfter.Format(time.DateOnly)}
 }
 
 // checker carries what one hop hands the next.
@@ -337,6 +362,7 @@ func (t *TLSReport) fill(leaf *x509.Certificate) {
 	t.Subject = leaf.Subject.String()
 	t.Issuer = leaf.Issuer.String()
 	t.Names = certid.Names(leaf)
+	t.Serial = certid.FormatSerial(leaf)
 	t.NotAfter = leaf.NotAfter.UTC()
 	t.DaysLeft = int(math.Floor(time.Until(leaf.NotAfter).Hours() / 24))
 	t.Pin = certid.PinOf(leaf).String()
