@@ -59,7 +59,7 @@ func TestServeRsyncdConfChecked(t *testing.T) {
 	t.Run("start line", func(t *testing.T) {
 		rd := newRsyncd(t)
 		s := startMode(t, "listen", serveArgs(p, rd, rsync))
-		want := regexp.MustCompile(`serving 127\.0\.0\.1:\d+ from --listen; rsync \S+ \([^)]*\), rsyncd\.conf ` + regexp.QuoteMeta(rd.Conf) + ` \(rsync read it in \d+ms\)`)
+		want := regexp.MustCompile(`serving 127\.0\.0\.1:\d+ from --listen, version \S+; rsync \S+ \([^)]*\), rsyncd\.conf ` + regexp.QuoteMeta(rd.Conf) + ` \(rsync read it in \d+ms\)`)
 		mustWaitFor(t, 5*time.Second, "the start line", func() bool { return want.MatchString(s.Log.String()) })
 	})
 
