@@ -103,6 +103,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv.RsyncStderr = rsyncStderr
+	srv.OnStart = func(res tlsbridge.Result) {
+		logStart(log, res)
+		srv.status.started()
+	}
 	srv.Stall = max(o.stall, 0)
 	if srv.proxies, err = trustedProxyPolicy(o.trustedProxies); err != nil {
 		log.Logf("serve: %v", err)

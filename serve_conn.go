@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
@@ -31,8 +32,16 @@ func connExit(res tlsbridge.Result) int {
 
 func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
 	exitIdle := o.exitIdle
+	// rsync reads its configuration per session; the service that
+	// outlives them has it read once before the first client, so that a
+	// missing or broken file stops the service instead of every session.
+	checked := time.Now()
+	if err := srv.CheckRsyncdConf(); err != nil {
+		log.Logf("serve: %v", err)
+		return exitFailure
+	}
 	ho := newHandover(src, log)
-	logServing(srv, src, log)
+	logServing(srv, src, log, time.Since(checked))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -41,6 +50,8 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	defer cancelReload()
 	go srv.reloadLoop(reloadCtx, hup, log)
 
+	srv.status = newLoopStatus(srv.store)
+	go srv.status.every(reloadCtx)
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
 	drain = ho.watch(reloadCtx, drain)
 	srv.startLimits(reloadCtx, o, log)
@@ -73,7 +84,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 }
 
 // logServing is the accept loop's first line: what it serves and how.
-func logServing(srv *servePlan, src *activation.Source, log *logger) {
+func logServing(srv *servePlan, src *activation.Source, log *logger, confCheck time.Duration) {
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -89,5 +100,6 @@ func logServing(srv *servePlan, src *activation.Source, log *logger) {
 	if srv.KernelUnavailable != "" {
 		datapath += " (every session bridged: " + srv.KernelUnavailable + ")"
 	}
-	log.Logf("serving %s from %s, version %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, version, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
+	log.Logf("serving %s from %s, version %s; rsync %s (%s), rsyncd.conf %s (rsync read it in %v), pair %s, proxy protocol %s, datapath %s",
+		addrs, src.Mode, version, srv.info.Path, ver, srv.RsyncdConf(), confCheck.Round(time.Millisecond), srv.Pair, srv.Rsync.Proxy, datapath)
 }
