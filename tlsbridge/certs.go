@@ -92,7 +92,9 @@ type CertValidityError struct {
 func (e *CertValidityError) Error() string { return e.Render(nil) }
 
 // Render is the error's text with the certificate option named by n.
-func (e *CertValidityError) Render(n Namer) string { return n.name(OptCert) + " " + e.File + " " + e.Why }
+func (e *CertValidityError) Render(n Namer) string {
+	return n.name(OptCert) + " " + e.File + " " + e.Why
+}
 
 // validity says why leaf cannot be served at now, "" if it can.
 func validity(leaf *x509.Certificate, now time.Time) string {
