@@ -118,7 +118,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 		if !strings.Contains(string(listing), "data") {
 			t.Errorf("no module listing through the load balancer: %q", listing)
 		}
-		mustWaitFor(t, 5*time.Second, "the summary line", func() bool { return strings.Contains(s.Log.String(), "datapath=bridge") })
+		mustWaitFor(t, 5*time.Second, "the summary line", func() bool { return strings.Contains(s.Log.String(), "rsync_exit=") })
 		log := s.Log.String()
 		if !strings.Contains(log, `datapath=bridge fallback="the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header"`) {
 			t.Errorf("no trusted-proxy reason in the summary:\n%s", log)
