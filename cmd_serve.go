@@ -32,7 +32,10 @@ Where the connection comes from, in this order:
      "wait = yes"): accepted here, one rsync per connection;
   4. --listen ADDR: our own listener, for containers and development.
 In modes 3 and 4 certificates are re-read on SIGHUP and when the files change;
-in modes 1 and 2 every connection reads them afresh.
+in modes 1 and 2 every connection reads them afresh. In modes 3 and 4 a new
+binary put in place of this one (a package upgrade) takes over the listening
+sockets within seconds, or at once on SIGHUP, while this process serves its
+sessions to their end: see "Upgrades" in docs/server.md.
 
 What each rsync gets (--proxy-protocol auto, the default, reads it off the
 rsync binary without running it):
@@ -100,6 +103,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv.RsyncStderr = rsyncStderr
+	srv.OnStart = func(res tlsbridge.Result) {
+		logStart(log, res)
+		srv.status.started()
+	}
 	srv.Stall = max(o.stall, 0)
 	if srv.proxies, err = trustedProxyPolicy(o.trustedProxies); err != nil {
 		log.Logf("serve: %v", err)
@@ -111,7 +118,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // serveSource finds the connection or the listeners serve was handed and
 // serves them until done, or until SIGTERM or SIGINT.
 func serveSource(srv *servePlan, o *serveOptions, log *logger) int {
-	src, err := activation.Detect(o.listen)
+	src, err := activation.Inherit()
+	if src == nil && err == nil {
+		src, err = activation.Detect(o.listen)
+	}
 	if err != nil && errors.Is(err, activation.ErrPeerGone) && srv.proxies != nil {
 		// Behind a load balancer this is its health check, every few
 		// seconds: one short line, and not a failed service instance.

@@ -20,10 +20,10 @@ const certPoll = 5 * time.Second
 func (p *servePlan) reload() (warns []string, err error) {
 	warns, err = p.store.Reload()
 	if err != nil {
-		return nil, err
+		return nil, withFlags(err)
 	}
 	if err := p.Client.Reload(); err != nil {
-		return warns, err
+		return warns, withFlags(err)
 	}
 	return warns, nil
 }

@@ -26,6 +26,9 @@ type LoopConfig struct {
 	Drain <-chan struct{}
 	// Logf reports accept errors; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
+	// Hold, while it returns true, keeps the loop from exiting idle; the
+	// idle time counts from when it last did. Nil: nothing holds.
+	Hold func() bool
 }
 
 // Serve accepts on every listener and runs handle for each connection in
@@ -173,8 +176,12 @@ func (lp *loop) exitWhenIdle(d time.Duration) {
 		case <-lp.ctx.Done():
 			return
 		case <-tick.C:
+			held := lp.cfg.Hold != nil && lp.cfg.Hold()
 			lp.mu.Lock()
-			idle := lp.active == 0 && time.Since(lp.lastIdle) >= d
+			if held {
+				lp.lastIdle = time.Now()
+			}
+			idle := !held && lp.active == 0 && time.Since(lp.lastIdle) >= d
 			lp.mu.Unlock()
 			if idle {
 				lp.cancel()

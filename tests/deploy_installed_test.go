@@ -229,35 +229,7 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 	t.Run("renewal", func(t *testing.T) { testInstalledRenewal(t, c, pki, env, data) })
 
 	t.Run("upgrade-keeps-transfers", func(t *testing.T) {
-		// A pull held to 2 MiB/s takes several seconds; the package is
-		// upgraded (reinstalled) while it runs.
-		dest := t.TempDir()
-		type res struct {
-			out  string
-			code int
-		}
-		done := make(chan res, 1)
-		go func() {
-			out, code := c.client(t, env, rsyncSSL, "-a", "--bwlimit=2m", "rsync://localhost/data/", dest+"/")
-			done <- res{out, code}
-		}()
-		var pid string
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			pid = strings.TrimSpace(c.must(t, "systemctl", "show", "-P", "MainPID", "rsync-ssl.service"))
-			if pid != "0" {
-				break
-			}
-		}
-		time.Sleep(time.Second)
-		c.must(t, "dpkg", "-i", "/root/"+filepath.Base(deb))
-		r := <-done
-		if r.code != 0 {
-			t.Fatalf("a pull during the package upgrade failed (exit %d):\n%s", r.code, r.out)
-		}
-		sameTree(t, data, dest)
-		if now := strings.TrimSpace(c.must(t, "systemctl", "show", "-P", "MainPID", "rsync-ssl.service")); now != pid && now != "0" {
-			t.Errorf("the upgrade restarted rsync-ssl.service (main PID %s, then %s)", pid, now)
-		}
+		testUpgradeHandover(t, c, env, data, deb)
 	})
 
 	t.Run("key-unreadable", func(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,11 +58,8 @@ func TestServeRenewalLog(t *testing.T) {
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	rd := newRsyncd(t)
-	port := freePort(t, "127.0.0.1")
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	cmd := exec.Command(shimBin, append(serveArgs(p, rd, rsync), "--listen", addr)...)
-	log := startBg(t, cmd)
-	waitPortOr(t, addr, 10*time.Second, log)
+	srv := startServeListening(t, serveArgs(p, rd, rsync))
+	addr, log := net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port)), srv.Log
 
 	serial, expires, pin := certFacts(t, p.Cert)
 	first := fmt.Sprintf("certificate in use: %s: serial %s, subject \"CN=localhost\", expires %s, key %s", p.Cert, serial, expires, pin)
@@ -91,7 +87,7 @@ func TestServeRenewalLog(t *testing.T) {
 	if got := servedSerial(t, addr, p); got == old {
 		t.Fatal("still serving the old certificate after the key arrived")
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
+	syscall.Kill(srv.Pid, syscall.SIGHUP)
 	mustWaitFor(t, 5*time.Second, "a reload line on SIGHUP", func() bool {
 		return strings.Contains(log.String(), "reloaded certificates (SIGHUP): "+p.Cert+": serial "+nserial)
 	})
@@ -105,13 +101,13 @@ func TestServeExpiryWarning(t *testing.T) {
 	end := time.Now().Add(3*24*time.Hour + time.Hour)
 	p.Cert, p.Key = p.Issue(t, "short", CertOpts{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, NotAfter: end})
 	rd := newRsyncd(t)
-	s := startMode(t, "listen", serveArgs(p, rd, rsync))
+	s := startServeListening(t, serveArgs(p, rd, rsync))
 	want := fmt.Sprintf("warning: --cert %s expires %s, in 3 days", p.Cert, end.UTC().Format(time.DateOnly))
 	mustWaitFor(t, 5*time.Second, want, func() bool { return strings.Contains(s.Log.String(), want) })
 
 	long := newPKI(t)
 	long.Cert, long.Key = long.Issue(t, "long", CertOpts{CN: "localhost", DNS: []string{"localhost"}, NotAfter: time.Now().Add(15 * 24 * time.Hour)})
-	s2 := startMode(t, "listen", serveArgs(long, rd, rsync))
+	s2 := startServeListening(t, serveArgs(long, rd, rsync))
 	mustWaitFor(t, 5*time.Second, "the start line", func() bool { return strings.Contains(s2.Log.String(), "certificate in use:") })
 	if strings.Contains(s2.Log.String(), "warning: --cert") {
 		t.Fatalf("a certificate valid for 15 days warned:\n%s", s2.Log)
@@ -166,7 +162,7 @@ func TestServeUnreadablePath(t *testing.T) {
 	dangling := filepath.Join(t.TempDir(), "cert-link.pem")
 	os.Symlink(filepath.Join(t.TempDir(), "gone.pem"), dangling)
 	rd := newRsyncd(t)
-	s := startMode(t, "listen", serveArgs(p, rd, rsync, "--exit-on-change", dangling))
+	s := startServeListening(t, serveArgs(p, rd, rsync, "--exit-on-change", dangling))
 	want := "warning: --exit-on-change " + dangling + " is a dangling symlink"
 	mustWaitFor(t, 5*time.Second, want, func() bool { return strings.Contains(s.Log.String(), want) })
 }
@@ -181,7 +177,7 @@ func TestCheckWarnDays(t *testing.T) {
 		p := newPKI(t)
 		end := time.Now().Add(left)
 		p.Cert, p.Key = p.Issue(t, "c", CertOpts{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, NotAfter: end})
-		s := startMode(t, "listen", serveArgs(p, rd, rsync))
+		s := startServeListening(t, serveArgs(p, rd, rsync))
 		out := checkOut(t, []string{"RSYNC_SSL_CA_CERT=" + p.CA}, wantCode, append(args, fmt.Sprintf("127.0.0.1:%d", s.Port))...)
 		if wantCode != 0 && !strings.Contains(out, end.UTC().Format(time.DateOnly)) {
 			t.Errorf("the failure does not name the expiry date %s:\n%s", end.UTC().Format(time.DateOnly), out)

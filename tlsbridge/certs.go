@@ -6,8 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -47,7 +45,7 @@ type fileStamp struct {
 // on its way and refusing to start would take the service down with it.
 func LoadCerts(pairs []CertPair) (*CertStore, []string, error) {
 	if len(pairs) == 0 {
-		return nil, nil, errors.New("no certificate: pass --cert FILE --key FILE")
+		return nil, nil, optUsage(OptCert, "no certificate: pass %s FILE %s FILE", OptCert, OptKey)
 	}
 	s := &CertStore{pairs: pairs}
 	set, warns, err := loadSet(pairs)
@@ -91,7 +89,12 @@ type CertValidityError struct {
 	Why  string // "expired 2026-01-02" or "is not valid before ..."
 }
 
-func (e *CertValidityError) Error() string { return "--cert " + e.File + " " + e.Why }
+func (e *CertValidityError) Error() string { return e.Render(nil) }
+
+// Render is the error's text with the certificate option named by n.
+func (e *CertValidityError) Render(n Namer) string {
+	return n.name(OptCert) + " " + e.File + " " + e.Why
+}
 
 // validity says why leaf cannot be served at now, "" if it can.
 func validity(leaf *x509.Certificate, now time.Time) string {
@@ -171,31 +174,31 @@ func loadSet(pairs []CertPair) (*certSet, []string, error) {
 func loadPair(p CertPair) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(p.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("--cert: %w%s", err, accessHint(err))
+		return nil, optErr(OptCert, "%s: %w%s", OptCert, err, accessHint(err))
 	}
 	keyPEM, err := os.ReadFile(p.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--key: %w%s", err, accessHint(err))
+		return nil, optErr(OptKey, "%s: %w%s", OptKey, err, accessHint(err))
 	}
 	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
-		return nil, fmt.Errorf("--cert %s: no PEM certificate in it", p.CertFile)
+		return nil, optErr(OptCert, "%s %s: no PEM certificate in it", OptCert, p.CertFile)
 	}
 	if encryptedPEM(keyPEM) {
-		return nil, fmt.Errorf("--key %s is encrypted with a passphrase; give an unencrypted key and protect it with file permissions or systemd's LoadCredential=", p.KeyFile)
+		return nil, optErr(OptKey, "%s %s is encrypted with a passphrase; give an unencrypted key and protect it with file permissions or systemd's LoadCredential=", OptKey, p.KeyFile)
 	}
 	if !bytes.Contains(keyPEM, []byte("PRIVATE KEY-----")) {
-		return nil, fmt.Errorf("--key %s: no PEM private key in it", p.KeyFile)
+		return nil, optErr(OptKey, "%s %s: no PEM private key in it", OptKey, p.KeyFile)
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if keyMismatch(certPEM, keyPEM) {
-			return nil, fmt.Errorf("--key %s does not belong to --cert %s (its public key is not the certificate's)", p.KeyFile, p.CertFile)
+			return nil, optErr(OptKey, "%s %s does not belong to %s %s (its public key is not the certificate's)", OptKey, p.KeyFile, OptCert, p.CertFile)
 		}
-		return nil, fmt.Errorf("--cert %s / --key %s: %s", p.CertFile, p.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
+		return nil, optErr(OptCert, "%s %s / %s %s: %s", OptCert, p.CertFile, OptKey, p.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
 	}
 	if c.Leaf == nil {
 		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("--cert %s: %w", p.CertFile, err)
+			return nil, optErr(OptCert, "%s %s: %w", OptCert, p.CertFile, err)
 		}
 	}
 	return &c, nil

@@ -204,6 +204,9 @@ func (ck *checker) handshake(ctx context.Context, h *HopReport) error {
 		h.TLS.Version = tls.VersionName(cs.Version)
 		h.TLS.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 		h.TLS.fill(cs.PeerCertificates[0])
+		if h.TLS.DaysLeft <= 0 {
+			h.Hint = "the server certificate expires within a day: renew it (and reload serve)"
+		}
 	case errors.As(err, &ce) && ce.Leaf != nil:
 		h.TLS.fill(ce.Leaf)
 		h.TLS.Verified = "REFUSED"
@@ -262,7 +265,7 @@ func (ck *checker) module(ctx context.Context, h *HopReport) error {
 		return err
 	}
 	if m == "" {
-		h.Detail = fmt.Sprintf("%d modules: %s", len(ck.info.Modules), strings.Join(ck.info.Modules, ", "))
+		h.Detail = fmt.Sprintf("%s: %s", modulesCount(len(ck.info.Modules)), strings.Join(ck.info.Modules, ", "))
 		return nil
 	}
 	for _, name := range ck.info.Modules {
@@ -273,7 +276,7 @@ func (ck *checker) module(ctx context.Context, h *HopReport) error {
 		}
 	}
 	return &HopError{Hop: "module " + m + " at", Peer: ck.c.Peer, Kind: FailOther,
-		Err:  fmt.Errorf("not in the module listing (%d modules: %s)", len(ck.info.Modules), strings.Join(ck.info.Modules, ", ")),
+		Err:  fmt.Errorf("not in the module listing (%s: %s)", modulesCount(len(ck.info.Modules)), strings.Join(ck.info.Modules, ", ")),
 		Hint: "a module with \"list = no\" is hidden: pass --open to ask for it directly"}
 }
 
@@ -324,8 +327,13 @@ func (ck *checker) request(req, what string) error {
 			ck.info.Answer = "denied"
 			ck.info.Lines = append(ck.info.Lines, line)
 			hint := "the server's rsyncd.conf refuses it (hosts allow/deny, module name); its log says why"
-			if strings.Contains(line, "Unknown module") {
+			switch {
+			case strings.Contains(line, "Unknown module"):
 				hint = "run check without MODULE to list the modules"
+			case strings.Contains(line, "max connections"):
+				// rsync's words past its "max connections", and
+				// serve's past --max-conns: nothing is refused.
+				hint = "the server is at its connection limit (rsyncd.conf \"max connections\", or serve --max-conns): try again later"
 			}
 			return &HopError{Hop: what + " at", Peer: c.Peer, Kind: FailOther,
 				Err: fmt.Errorf("denied: %s", clip(line)), Hint: hint}
@@ -369,7 +377,7 @@ func (t *TLSReport) summary() string {
 		fmt.Sprintf("subject %q", t.Subject),
 		fmt.Sprintf("issuer %q", t.Issuer),
 		"names "+strings.Join(t.Names, " "),
-		fmt.Sprintf("expires %s (%d days)", t.NotAfter.Format("2006-01-02"), t.DaysLeft),
+		t.expiry(),
 		"key "+t.Pin,
 		t.Verified)
 	return strings.Join(parts, "; ")
