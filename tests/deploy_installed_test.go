@@ -226,6 +226,8 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		}
 	})
 
+	t.Run("status-and-start", func(t *testing.T) { testInstalledStatus(t, c, env, data) })
+
 	t.Run("renewal", func(t *testing.T) { testInstalledRenewal(t, c, pki, env, data) })
 
 	t.Run("upgrade-keeps-transfers", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,8 +57,14 @@ func (s *Server) CheckRsyncdConf() error {
 	defer os.RemoveAll(dir)
 	rsync := s.Rsync
 	if u := rsync.User; u != nil {
-		// rsync opens its log as the user it runs as.
-		if err := os.Chown(dir, int(u.Uid), int(u.Gid)); err != nil {
+		// rsync opens its log as the user it runs as. Without CAP_CHOWN
+		// (the packaged unit keeps only setuid, setgid and kill) the
+		// directory lets that user in to create the log, and list nothing.
+		err := os.Chown(dir, int(u.Uid), int(u.Gid))
+		if errors.Is(err, fs.ErrPermission) {
+			err = os.Chmod(dir, 0o733)
+		}
+		if err != nil {
 			return fmt.Errorf("check rsyncd.conf %s: %w", s.RsyncdConf(), err)
 		}
 	}
