@@ -9,7 +9,8 @@ set -u
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 mib=$(sed -n 's/.*KTLS_MIB=\([0-9]*\).*/\1/p' /proc/cmdline)
 mib=${mib:-32}
-rounds=3
+rounds=$(sed -n 's/.*KTLS_ROUNDS=\([0-9]*\).*/\1/p' /proc/cmdline)
+rounds=${rounds:-3}
 say() { echo "KTLSVM-$*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
 check() {
@@ -77,6 +78,9 @@ check push-ossl client -r /tmp/pushsrc/ rsync://localhost/upload/
 check push-identical same /tmp/pushsrc /srv/rsync/upload
 check push-datapath-ktls test "$(on_path ktls)" -eq $((n1 + 1))
 check tls-loaded-by-the-service tls_loaded
+# The kernel's TLS counters: those it has tell what it can do (a kernel that
+# takes a TLS 1.3 KeyUpdate in kernel TLS counts rekeys, TlsRxRekeyOk).
+say "TLSSTAT $(awk '{printf "%s=%s ", $1, $2}' /proc/net/tls_stat)"
 check start-line-kernel sh -c 'journalctl -u rsync-ssl.service -o cat | grep "serving " | tail -1 | grep -v "every session bridged"'
 journalctl -u rsync-ssl.service -o cat --no-pager | grep -E "serving |served " | sed 's/^/KTLSVM-JOURNAL /'
 # Everything the units said, when a transfer failed.

@@ -1,26 +1,46 @@
 #!/bin/sh
-# sysroot.sh CACHE ROOT DEB FILES OUT
-# Builds the VM for the kernel TLS path as installed: Debian's own kernel
-# (fetched once into CACHE, as build.sh does), the debootstrapped Debian root
-# ROOT (systemd, rsync, openssl, kmod) copied with the kernel's modules for
-# TLS, AES-GCM, virtio and ext4 added, the package DEB, the files in FILES
-# (certificates, scenario-systemd.sh) under /root, and a one-shot unit that
-# runs the scenario once the system is up. Writes OUT/vmlinuz, OUT/initrd.gz
+# sysroot.sh CACHE ROOT DEB FILES OUT [SUITE]
+# Builds the VM for the kernel TLS path as installed: Debian's own kernel of
+# SUITE (default bookworm; fetched once into CACHE, as build.sh does), the
+# debootstrapped Debian root ROOT of the same release (systemd, rsync,
+# openssl, kmod) copied with the kernel's modules for TLS, AES-GCM, virtio
+# and ext4 added, the package DEB, the files in FILES (certificates,
+# scenario-systemd.sh) under /root, and a one-shot unit that runs the
+# scenario once the system is up. Writes OUT/vmlinuz, OUT/initrd.gz
 # (busybox: loads virtio and ext4, mounts the root, hands over to systemd)
 # and OUT/root.img (ext4, made with mke2fs -d). Prints the kernel version.
 set -eu
-cache=$1 root=$2 deb=$3 files=$4 out=$5
+cache=$1 root=$2 deb=$3 files=$4 out=$5 suite=${6:-bookworm}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$cache" "$out"
 
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+# apt as configured here knows bookworm's kernel. Another release's comes
+# from a private package list under CACHE/SUITE (the mirror this machine's
+# apt names), so this machine's sources and lists stay as they are.
+apt=""
+if [ "$suite" != bookworm ]; then
+	cache=$cache/$suite
+	lists=$cache/apt-lists
+	mkdir -p "$lists/partial"
+	mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)\/* *$/\1/p; s/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*debian\)\/* .*/\2/p' \
+		/etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1)
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror:-http://deb.debian.org/debian} $suite main" \
+		> "$cache/sources.list"
+	apt="-o Dir::Etc::sourcelist=$cache/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::Lists=$lists
+		-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache="
+	# Once: later runs take the kernel already unpacked in CACHE.
+	if ! ls -d "$cache"/linux-image-*-amd64_*.deb >/dev/null 2>&1; then
+		apt-get $apt -q update >&2
+	fi
+fi
+pkg=$(apt-cache $apt depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 if [ -z "$pkg" ]; then
 	pkg=$(cd "$cache" && ls -d linux-image-*-amd64_*.deb 2>/dev/null | sed 's/_.*//' | sort -V | tail -1)
 fi
 [ -n "$pkg" ] || { echo "no linux-image package known to apt-cache (run apt-get update)" >&2; exit 1; }
 kver=${pkg#linux-image-}
 if [ ! -f "$cache/$pkg/boot/vmlinuz-$kver" ]; then
-	(cd "$cache" && ls ${pkg}_*.deb >/dev/null 2>&1 || apt-get download "$pkg" >&2)
+	(cd "$cache" && ls ${pkg}_*.deb >/dev/null 2>&1 || apt-get $apt -q download "$pkg" >&2)
 	rm -rf "$cache/$pkg"
 	dpkg-deb -x "$cache"/${pkg}_*.deb "$cache/$pkg"
 fi
@@ -31,13 +51,16 @@ trap 'rm -rf "$sys"' EXIT
 cp -a "$root/." "$sys/"
 rm -f "$sys/.complete"
 
-# Only the modules this VM needs: the whole tree is 400 MB.
+# Only the modules this VM needs: the whole tree is 400 MB. Debian 13's
+# package has them under /usr/lib, compressed (.ko.xz).
 src="$cache/$pkg/lib/modules/$kver"
+[ -d "$src" ] || src="$cache/$pkg/usr/lib/modules/$kver"
 dst="$sys/lib/modules/$kver"
 mkdir -p "$dst"
 cp "$src"/modules.builtin* "$src/modules.order" "$dst/"
-for d in kernel/crypto kernel/arch/x86/crypto kernel/net/tls kernel/fs/ext4 kernel/fs/jbd2 kernel/fs/mbcache.ko \
-	kernel/lib kernel/drivers/virtio kernel/drivers/block/virtio_blk.ko; do
+for d in kernel/crypto kernel/arch/x86/crypto kernel/net/tls kernel/fs/ext4 kernel/fs/jbd2 kernel/fs/mbcache.ko* \
+	kernel/lib kernel/drivers/virtio kernel/drivers/block/virtio_blk.ko*; do
+	d=$(cd "$src" && echo $d)
 	mkdir -p "$dst/$(dirname "$d")"
 	cp -a "$src/$d" "$dst/$d"
 done
@@ -89,8 +112,15 @@ want() {
 	for dep in ${line#*:}; do
 		want "$(basename "$dep" | sed 's/\.ko.*//')"
 	done
-	name=$(basename "${line%%:*}")
-	grep -qx "$name" "$init/modules/order" || { cp "$dst/${line%%:*}" "$init/modules/"; echo "$name" >> "$init/modules/order"; }
+	# busybox's insmod takes the module uncompressed.
+	name=$(basename "${line%%:*}" .xz)
+	grep -qx "$name" "$init/modules/order" || {
+		case ${line%%:*} in
+		*.xz) xz -dc "$dst/${line%%:*}" > "$init/modules/$name" ;;
+		*) cp "$dst/${line%%:*}" "$init/modules/" ;;
+		esac
+		echo "$name" >> "$init/modules/order"
+	}
 }
 # ext4 asks the crypto API for crc32c when it mounts, through a modprobe
 # stage one does not have.
