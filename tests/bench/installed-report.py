@@ -65,12 +65,13 @@ for line in open(sys.argv[1]):
 env = os.environ
 out = []
 w = out.append
-w("## As installed")
+release = env.get("RELEASE", "Debian 12")
+w("## As installed" + ("" if release == "Debian 12" else ", " + release))
 w("")
-w("`make bench-installed` (tests/bench/installed.sh): the package (%s) installed in a booted Debian 12 under"
+w("`make bench-installed` (tests/bench/installed.sh): the package (%s) installed in a booted %s under"
   " systemd-nspawn, in a network namespace with only a loopback; the client (stock `rsync-ssl`, openssl type;"
   " plain `rsync` for the floor) in that namespace. Every row is from the same container and the same run;"
-  " listings are interleaved rounds, the order rotated each round." % env.get("VER", "?"))
+  " listings are interleaved rounds, the order rotated each round." % (env.get("VER", "?"), release))
 w("")
 w("| setup | listing p50 / p95 ms | server CPU per listing ms (service + systemd) | %s MiB pull s (server CPU-s), `rsync-ssl-shim rsync` |" % env.get("BIG", "1024"))
 w("|---|---|---|---|")
@@ -156,5 +157,6 @@ if calib:
     w("Load: load average %s (before -> after); a fixed 32 MiB sha256 took %d-%d ms (median %d) across the"
       " rounds; busy processes at the end: %s" % (env.get("LOAD", "?"), min(calib), max(calib),
                                                   pct(calib, 50), env.get("OTHERS", "-") or "none"))
-w("Raw numbers: [benchmarks-installed.raw](benchmarks-installed.raw).")
+raw = "benchmarks-installed%s.raw" % env.get("MARK", "")
+w("Raw numbers: [%s](%s)." % (raw, raw))
 print("\n".join(out))

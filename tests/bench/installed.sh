@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# "As installed": the Debian package in a booted Debian 12 (systemd-nspawn,
+# "As installed": the Debian package in a booted Debian 12 and Debian 13,
+# one after the other (systemd-nspawn,
 # a network namespace of its own with only a loopback), measured from that
 # namespace against what an admin could run instead, in the same container
 # and the same run:
@@ -22,6 +23,8 @@
 # interleaved. Writes the "As installed" section of docs/benchmarks.md.
 #
 #   tests/bench/installed.sh             (as root; make bench-installed)
+#   BENCH_SUITES="bookworm trixie"  the releases, each its own run and its
+#                   own section (default both; Debian 13's rows follow 12's)
 #   BENCH_QUICK=1   fewer rounds, 128 MiB: a smoke run
 #   BENCH_OUT=DIR   where benchmarks.md is (default docs)
 set -euo pipefail
@@ -208,19 +211,30 @@ fi
 
 # ------------------------------------------------------------ setting up
 [ "$(id -u)" = 0 ] || { echo "installed.sh: needs root (nspawn, network namespaces)" >&2; exit 1; }
+# One run per release, each in a process of its own (its own container,
+# cleanup and section).
+if [ -z "${BENCH_SUITE:-}" ]; then
+	for s in ${BENCH_SUITES:-bookworm trixie}; do
+		case $s in bookworm | trixie) ;; *) echo "installed.sh: unknown release $s (bookworm, trixie)" >&2; exit 2 ;; esac
+		BENCH_SUITE=$s "$0"
+	done
+	exit 0
+fi
+suite=$BENCH_SUITE
+case $suite in bookworm) release="Debian 12" ;; *) release="Debian 13" ;; esac
 bench_need systemd-nspawn debootstrap dpkg-buildpackage nsenter ip rsync rsync-ssl openssl sha256sum timeout python3 perl
 
 # The same cached root as tests/deploy_package_test.go (its key is the
 # package list; stunnel4 for the classic setup).
 cache=/var/cache/rsync-ssl-shim-tests
 pkgs=systemd,systemd-sysv,dbus,rsync,openssl,ca-certificates,stunnel4
-cached="$cache/bookworm-minbase-${pkgs//,/_}"
+cached="$cache/$suite-minbase-${pkgs//,/_}"
 if [ ! -e "$cached/.complete" ]; then
-	say "debootstrap Debian 12 into $cached (once)"
+	say "debootstrap $release into $cached (once)"
 	mkdir -p "$cache"
 	tmp=$(mktemp -d "$cache/partial-XXXXXX")
 	chmod 755 "$tmp"
-	debootstrap --variant=minbase --include="$pkgs" bookworm "$tmp" >"$tmp.log" 2>&1 ||
+	debootstrap --variant=minbase --include="$pkgs" "$suite" "$tmp" >"$tmp.log" 2>&1 ||
 		{ tail -n 20 "$tmp.log" >&2; rm -rf "$tmp"; exit 1; }
 	touch "$tmp/.complete"
 	rm -rf "$cached" "$tmp.log"
@@ -423,20 +437,27 @@ trigger_limits=$(ctr journalctl --no-pager -o cat | grep -c -i 'trigger limit hi
 say "writing $out/benchmarks.md"
 ver=$(dpkg-deb -f "$deb" Version)
 raw="$dir/raw"
-cp "$raw" "$out/benchmarks-installed.raw"
+# Debian 12's files keep their names; each other release's are marked.
+mark=
+[ "$suite" = bookworm ] || mark="-$suite"
+cp "$raw" "$out/benchmarks-installed$mark.raw"
 undo_list=$(printf '%s\n' "${undo[@]}")
 section=$(
 	UNDO="$undo_list" SEC_DEFAULT="$sec_default" SEC_ISOLATED="$sec_isolated" VER="$ver" \
-		LOAD="$load_before -> $load_after" OTHERS="$others" DROPS="$journal_drops" TRIGGERS="$trigger_limits" BIG="$big_mib" CPU_N="$cpu_n" \
+		RELEASE="$release" MARK="$mark" LOAD="$load_before -> $load_after" OTHERS="$others" DROPS="$journal_drops" TRIGGERS="$trigger_limits" BIG="$big_mib" CPU_N="$cpu_n" \
 		python3 "$here/installed-report.py" "$raw"
 )
 md="$out/benchmarks.md"
 touch "$md"
 # In place when the section is there (the notes around it stay), else at
 # the end.
-if grep -q '<!-- as-installed:begin -->' "$md"; then
-	SECTION="$section" perl -0 -i -pe 's/<!-- as-installed:begin -->.*<!-- as-installed:end -->/<!-- as-installed:begin -->\n$ENV{SECTION}\n<!-- as-installed:end -->/s' "$md"
+# Debian 13's section goes right after Debian 12's when it is new.
+b="<!-- as-installed$mark:begin -->" e="<!-- as-installed$mark:end -->"
+if grep -qF "$b" "$md"; then
+	SECTION="$section" B="$b" E="$e" perl -0 -i -pe 's/\Q$ENV{B}\E.*\Q$ENV{E}\E/$ENV{B}\n$ENV{SECTION}\n$ENV{E}/s' "$md"
+elif [ -n "$mark" ] && grep -qF '<!-- as-installed:end -->' "$md"; then
+	SECTION="$section" B="$b" E="$e" perl -0 -i -pe 's/<!-- as-installed:end -->\n/<!-- as-installed:end -->\n\n$ENV{B}\n$ENV{SECTION}\n$ENV{E}\n/s' "$md"
 else
-	printf '\n<!-- as-installed:begin -->\n%s\n<!-- as-installed:end -->\n' "$section" >>"$md"
+	printf '\n%s\n%s\n%s\n' "$b" "$section" "$e" >>"$md"
 fi
 printf '%s\n' "$section"
