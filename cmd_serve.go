@@ -67,6 +67,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
 	// the client's socket.
 	fdErr := runas.CloseInheritedOnExec()
+	if err := runas.Undumpable(); err != nil && fdErr == nil {
+		// A hook that became our uid could otherwise read our memory
+		// (the key) through /proc/PID/mem.
+		fdErr = err
+	}
 	stdio := activation.ProtectStdio()
 	log := newLogger(stderr)
 	var rsyncStderr io.Writer = stderr
