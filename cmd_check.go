@@ -28,8 +28,9 @@ It verifies exactly as "connect" would with the same flags and environment
 (RSYNC_PORT, RSYNC_SSL_PORT, RSYNC_SSL_CA_CERT, RSYNC_SSL_CERT, RSYNC_SSL_KEY,
 RSYNC_SSL_PIN, RSYNC_SSL_SKIP_HOSTNAME_CHECK).`,
 	after: `
-Exit status: 0 when every hop works, 1 when one is broken, 2 on a usage
-error.`,
+Exit status: 0 when every hop works, 1 when one is broken or the certificate
+expires within --warn-days, 2 on a usage error. For monitoring:
+  rsync-ssl-shim check --warn-days 14 HOST`,
 }
 
 // splitTarget reads HOST, HOST:PORT, [V6], [V6]:PORT, a bare IPv6 address,
@@ -62,6 +63,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object instead of lines")
+	warnDays := fs.Int("warn-days", -1, "fail (exit 1, naming the date) when the server's certificate has `N` whole days\nleft or fewer (0: one that ends within a day); unset, only an expired one fails")
 	open := fs.Bool("open", false, "with MODULE: ask the daemon for the module itself instead of looking for it\nin the listing (tells open, needs auth and denied apart; hidden modules need\nit; the daemon logs the session)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
@@ -93,7 +95,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n", err)
 		return exitUsage
 	}
-	r := client.Check(context.Background(), d, client.CheckOptions{Module: module, Open: *open})
+	r := client.Check(context.Background(), d, client.CheckOptions{Module: module, Open: *open, WarnDays: *warnDays})
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

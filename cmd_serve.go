@@ -32,7 +32,10 @@ Where the connection comes from, in this order:
      "wait = yes"): accepted here, one rsync per connection;
   4. --listen ADDR: our own listener, for containers and development.
 In modes 3 and 4 certificates are re-read on SIGHUP and when the files change;
-in modes 1 and 2 every connection reads them afresh.
+in modes 1 and 2 every connection reads them afresh. In modes 3 and 4 a new
+binary put in place of this one (a package upgrade) takes over the listening
+sockets within seconds, or at once on SIGHUP, while this process serves its
+sessions to their end: see "Upgrades" in docs/server.md.
 
 What each rsync gets (--proxy-protocol auto, the default, reads it off the
 rsync binary without running it):
@@ -51,9 +54,10 @@ right after a header naming no client (v2 LOCAL), is a health check: one log
 line, exit 0, no rsync.
 A PROXY header from any other peer is refused.
 
-Data path (--datapath): with the kernel's TLS module loaded ("tls" in
-/proc/sys/net/ipv4/tcp_available_ulp), a TLS 1.3 AES-GCM session is handed
-to the kernel after our handshake, and rsync gets the client's own socket:
+Data path (--datapath): with the kernel's tls module loaded (asked once at
+start on a loopback socket; the shipped units load it), a TLS 1.3 AES-GCM
+session is handed to the kernel after our handshake, and rsync gets the
+client's own socket:
 no copy through this process, no pair, no PROXY header (rsync sees the
 client itself, on every rsync version). auto, the default, uses the bridge
 for TLS 1.2, ChaCha20, --trusted-proxy, or a kernel without the module, and
@@ -104,6 +108,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	srv.RsyncStderr = rsyncStderr
+	srv.OnStart = func(res tlsbridge.Result) {
+		logStart(log, res)
+		srv.status.started()
+	}
 	srv.Stall = max(o.stall, 0)
 	if srv.proxies, err = trustedProxyPolicy(o.trustedProxies); err != nil {
 		log.Logf("serve: %v", err)
@@ -115,7 +123,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // serveSource finds the connection or the listeners serve was handed and
 // serves them until done, or until SIGTERM or SIGINT.
 func serveSource(srv *servePlan, o *serveOptions, log *logger) int {
-	src, err := activation.Detect(o.listen)
+	src, err := activation.Inherit()
+	if src == nil && err == nil {
+		src, err = activation.Detect(o.listen)
+	}
 	if err != nil && errors.Is(err, activation.ErrPeerGone) && srv.proxies != nil {
 		// Behind a load balancer this is its health check, every few
 		// seconds: one short line, and not a failed service instance.
@@ -194,7 +205,7 @@ type serveOptions struct {
 func serveFlags(o *serveOptions, log *logger) *flag.FlagSet {
 	fs := newFlagSet("serve", commandHelp{synopsis: "serve [flags]", about: serveAbout}, log)
 	fs.Var(&o.certs, "cert", "server certificate chain `FILE` (PEM), leaf first; repeat --cert/--key pairs\nfor more names: chosen by SNI, the first pair is the default")
-	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nunder systemd, pass it with LoadCredential= and read it from $CREDENTIALS_DIRECTORY")
+	fs.Var(&o.keys, "key", "private key `FILE` (PEM, unencrypted) of the --cert in the same position;\nthe shipped units read it through the group _rsync-ssl-key, which rsync's\nuser (--rsync-user) is not in")
 	fs.StringVar(&o.minTLS, "min-tls", "1.2", "lowest TLS `VERSION` accepted: 1.2 or 1.3")
 	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
@@ -211,9 +222,12 @@ func serveFlags(o *serveOptions, log *logger) *flag.FlagSet {
 		"`DURATION` of its handshake, and stop its rsync (0: never; rsync's own\n"+
 		"\"timeout\" still applies)")
 	fs.DurationVar(&o.exitIdle, "exit-idle", 0, "with a listening socket: exit after `DURATION` with no connection (0: never)")
-	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), exit at the first\n"+
-		"moment no connection is in flight, so that systemd starts serve afresh (with\n"+
-		"new LoadCredential= copies) at the next connection")
+	fs.Var(&o.exitOnChange, "exit-on-change", "with a listening socket: once `FILE` changes (repeatable), stop accepting and\n"+
+		"exit when the connections already accepted are done (transfers run to their\n"+
+		"end; one not past its module line is ended by --handshake-timeout and\n"+
+		"--module-timeout), so that systemd starts serve afresh for the clients waiting\n"+
+		"in the backlog. Only for --cert/--key passed as LoadCredential= copies: files\n"+
+		"serve reads itself are reloaded in place (SIGHUP, or a change seen within 5s)")
 	fs.DurationVar(&o.linger, "linger", 5*time.Second, "once rsync is done, how long (`DURATION`) the client may take to close its side")
 	fs.DurationVar(&o.stall, "stall-timeout", 5*time.Minute, "end a session when a write to the client or to rsync makes no progress for\n`DURATION`, or the client's host stops answering TCP keepalives (0: never)")
 	fs.StringVar(&o.client.CAFile, "client-ca", "", "ask clients for a certificate issued by a CA in `FILE` (PEM bundle); rsync\nlearns who connected through SSL_CLIENT_S_DN_CN and friends")

@@ -16,7 +16,8 @@ import (
 )
 
 // logger writes one line per event: "rsync-ssl-shim[PID]: ...", with a
-// timestamp unless journald is reading (it stamps lines itself).
+// timestamp, unless journald is reading: it stamps and prefixes each line
+// itself (journalctl showed "rsync-ssl-shim[PID]: " twice otherwise).
 type logger struct {
 	mu     sync.Mutex
 	w      io.Writer
@@ -31,13 +32,14 @@ func newLogger(w io.Writer) *logger {
 	l := &logger{
 		w:      w,
 		prefix: fmt.Sprintf("rsync-ssl-shim[%d]: ", os.Getpid()),
-		stamps: os.Getenv("JOURNAL_STREAM") == "",
+		stamps: true,
 	}
 	// JOURNAL_STREAM alone may be inherited from a parent; only stderr
 	// being that very stream (its device and inode) says journald reads us.
 	if w == io.Writer(os.Stderr) {
-		if ok, err := journal.StderrIsJournalStream(); err == nil && ok && journal.Enabled() {
-			l.journal = true
+		if ok, err := journal.StderrIsJournalStream(); err == nil && ok {
+			l.prefix, l.stamps = "", false
+			l.journal = journal.Enabled()
 		}
 	}
 	return l

@@ -5,7 +5,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
@@ -30,6 +32,9 @@ type servePlan struct {
 	gate   *activation.Gate
 	// firstByte bounds the time from accept to the first byte.
 	firstByte time.Duration
+	// status is what the accept loop tells systemd; nil for one
+	// connection per process, or with no service manager listening.
+	status *loopStatus
 }
 
 // buildServer checks the flags that need no connection, loads the
@@ -46,7 +51,7 @@ func buildServer(o *serveOptions, log *logger) (*servePlan, error) {
 	}
 	info, err := rsyncd.Probe(o.rsyncPath)
 	if err != nil {
-		return nil, fmt.Errorf("start rsync: %w (pass --rsync PATH)", err)
+		return nil, rsyncNotFound(o.rsyncPath, err)
 	}
 	rsync, env, err := rsyncStart(o, info)
 	if err != nil {
@@ -108,9 +113,27 @@ func checkServeFlags(o *serveOptions) (uint16, error) {
 		return 0, err
 	}
 	if err := tlsbridge.CheckClientAuth(o.client); err != nil {
-		return 0, usageError{err}
+		return 0, usageError{withFlags(err)}
+	}
+	for _, addr := range o.listen {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			if _, perr := strconv.ParseUint(addr, 10, 16); perr == nil {
+				return 0, usage("--listen %s: give HOST:PORT, e.g. :%s (every address) or 127.0.0.1:%s", addr, addr, addr)
+			}
+			return 0, usageError{fmt.Errorf("--listen %s: give HOST:PORT or [V6]:PORT: %w", addr, err)}
+		}
 	}
 	return minV, nil
+}
+
+// rsyncNotFound says that the rsync serve would start is not there, and
+// what to do: install it, or fix the --rsync the admin gave.
+func rsyncNotFound(path string, err error) error {
+	fix := "install rsync, or pass --rsync PATH"
+	if path != "rsync" {
+		fix = "fix --rsync " + path
+	}
+	return fmt.Errorf("start rsync: %w (%s)", err, fix)
 }
 
 // loadTLS loads the server certificates and the client-certificate policy.
@@ -121,14 +144,14 @@ func loadTLS(o *serveOptions, log *logger) (*tlsbridge.CertStore, *tlsbridge.Cli
 	}
 	store, warns, err := tlsbridge.LoadCerts(pairs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withFlags(err)
 	}
 	for _, w := range warns {
 		log.Logf("warning: %s", w)
 	}
 	client, err := tlsbridge.NewClientPolicy(o.client)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withFlags(err)
 	}
 	return store, client, nil
 }

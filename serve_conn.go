@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/activation"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
@@ -31,7 +32,16 @@ func connExit(res tlsbridge.Result) int {
 
 func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *serveOptions, log *logger) int {
 	exitIdle := o.exitIdle
-	logServing(srv, src, log)
+	// rsync reads its configuration per session; the service that
+	// outlives them has it read once before the first client, so that a
+	// missing or broken file stops the service instead of every session.
+	checked := time.Now()
+	if err := srv.CheckRsyncdConf(); err != nil {
+		log.Logf("serve: %v", err)
+		return exitFailure
+	}
+	ho := newHandover(src, log)
+	logServing(srv, src, log, time.Since(checked))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -40,15 +50,20 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	defer cancelReload()
 	go srv.reloadLoop(reloadCtx, hup, log)
 
+	srv.status = newLoopStatus(srv.store)
+	go srv.status.every(reloadCtx)
 	drain := watchChanged(reloadCtx, o.exitOnChange, certPoll, log)
+	drain = ho.watch(reloadCtx, drain)
 	srv.startLimits(reloadCtx, o, log)
 	// The loop accepts whatever comes: a connection before its handshake
 	// costs a socket and a goroutine, the gate bounds how many there are,
 	// and the limiter how many sessions run (and wait).
-	activation.Serve(ctx, src.Listeners, activation.LoopConfig{ExitIdle: exitIdle, Drain: drain, Logf: log.Logf},
+	activation.Serve(ctx, src.Listeners, activation.LoopConfig{ExitIdle: exitIdle, Drain: drain, Logf: log.Logf, Hold: ho.held},
 		func(ctx context.Context, c net.Conn) {
+			defer ho.session()()
 			srv.serveOne(ctx, c, log)
 		})
+	ho.waitPredecessor(ctx)
 	drained := false
 	select {
 	case <-drain:
@@ -58,8 +73,10 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 	switch {
 	case ctx.Err() != nil:
 		log.Logf("stopping: signal received")
+	case ho.handedOver():
+		log.Logf("exiting: every session has ended; PID %d (version %s) serves", ho.successor, ho.version)
 	case drained:
-		log.Logf("exiting: %s changed and no connection is in flight; the next connection starts serve afresh", strings.Join(o.exitOnChange, ", "))
+		log.Logf("exiting: %s changed and the connections accepted before are done; the clients waiting start serve afresh", strings.Join(o.exitOnChange, ", "))
 	default:
 		log.Logf("exiting: idle for %v", exitIdle)
 	}
@@ -67,7 +84,7 @@ func serveLoop(ctx context.Context, srv *servePlan, src *activation.Source, o *s
 }
 
 // logServing is the accept loop's first line: what it serves and how.
-func logServing(srv *servePlan, src *activation.Source, log *logger) {
+func logServing(srv *servePlan, src *activation.Source, log *logger, confCheck time.Duration) {
 	addrs := ""
 	for i, l := range src.Listeners {
 		if i > 0 {
@@ -83,5 +100,6 @@ func logServing(srv *servePlan, src *activation.Source, log *logger) {
 	if srv.KernelUnavailable != "" {
 		datapath += " (every session bridged: " + srv.KernelUnavailable + ")"
 	}
-	log.Logf("serving %s from %s; rsync %s (%s), pair %s, proxy protocol %s, datapath %s", addrs, src.Mode, srv.info.Path, ver, srv.Pair, srv.Rsync.Proxy, datapath)
+	log.Logf("serving %s from %s, version %s; rsync %s (%s), rsyncd.conf %s (rsync read it in %v), pair %s, proxy protocol %s, datapath %s",
+		addrs, src.Mode, version, srv.info.Path, ver, srv.RsyncdConf(), confCheck.Round(time.Millisecond), srv.Pair, srv.Rsync.Proxy, datapath)
 }

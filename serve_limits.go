@@ -117,6 +117,7 @@ func (srv *servePlan) serveOne(ctx context.Context, c net.Conn, log *logger) int
 	}
 	ticket.Talking()
 	res := srv.ServeAdmitted(ctx, pc, tlsbridge.Intake{AcceptedAt: accepted, Admit: srv.admitter(addr, ticket)})
+	srv.status.ended(res)
 	if ticket.Shed() {
 		// Counted in the periodic "shed" line, not one line each.
 		return exitFailure

@@ -159,3 +159,50 @@ func TestServeDrain(t *testing.T) {
 		t.Error("the connection in flight saw its context cancelled")
 	}
 }
+
+// TestServeDrainStopsAccepting: once drained, the loop accepts no one
+// more, so that new connections (a silent one every few seconds, say)
+// cannot keep it in flight for ever; the one in flight still ends it.
+func TestServeDrainStopsAccepting(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := make(chan struct{})
+	release := make(chan struct{})
+	var handled atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		Serve(context.Background(), []net.Listener{l}, LoopConfig{ExitIdle: time.Hour, Drain: drain},
+			func(ctx context.Context, c net.Conn) {
+				if handled.Add(1) == 1 {
+					<-release
+				}
+				c.Close()
+			})
+		close(done)
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for end := time.Now().Add(5 * time.Second); handled.Load() == 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(drain)
+	time.Sleep(100 * time.Millisecond)
+	if c2, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
+		c2.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := handled.Load(); n != 1 {
+		t.Fatalf("%d connections handled after the drain began, want only the one before it", n-1)
+	}
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the drained loop did not end once its last connection was done")
+	}
+}

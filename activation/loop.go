@@ -16,12 +16,19 @@ type LoopConfig struct {
 	MaxConns int
 	// ExitIdle ends the loop after this long with no connection; 0 never.
 	ExitIdle time.Duration
-	// Drain, once closed, ends the loop at the first moment no connection
-	// is in flight (at once if none is), however busy it has been: under
-	// systemd the next connection then starts a fresh service. Nil: never.
+	// Drain, once closed, stops accepting and ends the loop once no
+	// connection is in flight (at once if none is). New clients wait in
+	// the kernel's backlog meanwhile (under systemd the next service
+	// instance accepts them), so a stream of connections, honest or silent
+	// ones made to hold the loop open, cannot keep it from ending: only
+	// those already accepted count, each bounded by the handler's own
+	// timeouts. Nil: never.
 	Drain <-chan struct{}
 	// Logf reports accept errors; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
+	// Hold, while it returns true, keeps the loop from exiting idle; the
+	// idle time counts from when it last did. Nil: nothing holds.
+	Hold func() bool
 }
 
 // Serve accepts on every listener and runs handle for each connection in
@@ -33,7 +40,7 @@ func Serve(ctx context.Context, ls []net.Listener, cfg LoopConfig, handle func(c
 	// Handlers get the caller's ctx, not the loop's: a connection accepted
 	// in the instant the loop decides to end (idle, drained) is served to
 	// its end, not cut.
-	lp := &loop{cfg: cfg, parent: ctx, handle: handle, lastIdle: time.Now()}
+	lp := &loop{cfg: cfg, parent: ctx, handle: handle, lastIdle: time.Now(), ls: ls}
 	lp.ctx, lp.cancel = context.WithCancel(ctx)
 	defer lp.cancel()
 	if cfg.MaxConns > 0 {
@@ -64,6 +71,7 @@ type loop struct {
 	ctx    context.Context // the loop's own, cancelled when it ends
 	cancel context.CancelFunc
 	handle func(context.Context, net.Conn)
+	ls     []net.Listener
 	// slots holds one token per connection served, when capped.
 	slots chan struct{}
 
@@ -141,12 +149,15 @@ func (lp *loop) done() {
 	lp.handlers.Done()
 }
 
-// drainOn ends the loop once drain is closed and no connection is in
-// flight.
+// drainOn stops accepting once drain is closed, and ends the loop when no
+// connection is in flight.
 func (lp *loop) drainOn(drain <-chan struct{}) {
 	select {
 	case <-lp.ctx.Done():
 	case <-drain:
+		for _, l := range lp.ls {
+			l.Close()
+		}
 		lp.mu.Lock()
 		lp.draining = true
 		if lp.active == 0 {
@@ -165,8 +176,12 @@ func (lp *loop) exitWhenIdle(d time.Duration) {
 		case <-lp.ctx.Done():
 			return
 		case <-tick.C:
+			held := lp.cfg.Hold != nil && lp.cfg.Hold()
 			lp.mu.Lock()
-			idle := lp.active == 0 && time.Since(lp.lastIdle) >= d
+			if held {
+				lp.lastIdle = time.Now()
+			}
+			idle := !held && lp.active == 0 && time.Since(lp.lastIdle) >= d
 			lp.mu.Unlock()
 			if idle {
 				lp.cancel()

@@ -26,6 +26,11 @@ type Source struct {
 	Listeners []net.Listener
 	// Mode says where the connection came from, for the log.
 	Mode string
+	// HandedOverBy is the PID of the accept loop that handed Listeners
+	// over to this process (Inherit), 0 otherwise; ready is the pipe on
+	// which this process tells it that it serves them.
+	HandedOverBy int
+	ready        *os.File
 }
 
 // Close releases whatever the source holds.

@@ -3,7 +3,6 @@ package tests
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,11 +60,8 @@ func TestClientAgainstServe(t *testing.T) {
 	needTool(t, "rsync")
 	pki := newPKI(t)
 	rd := newClientRsyncd(t)
-	port := freePort(t, "127.0.0.1")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	out := startBg(t, exec.Command(shimBin, "serve", "--listen", addr, "--cert", pki.Cert, "--key", pki.Key, "--rsyncd-conf", rd.Conf))
-	waitPortOr(t, addr, 10*time.Second, out)
-	roundTrip(t, rd, fmt.Sprintf("rsyncs://127.0.0.1:%d/", port), []string{"RSYNC_SSL_CA_CERT=" + pki.CA})
+	s := startServeListening(t, []string{"serve", "--cert", pki.Cert, "--key", pki.Key, "--rsyncd-conf", rd.Conf})
+	roundTrip(t, rd, fmt.Sprintf("rsyncs://127.0.0.1:%d/", s.Port), []string{"RSYNC_SSL_CA_CERT=" + pki.CA})
 }
 
 // rsync splits --rsh itself (quotes group, a doubled quote is one quote),

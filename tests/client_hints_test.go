@@ -20,8 +20,9 @@ import (
 var hintWordRE = regexp.MustCompile(`(--[a-z][a-z-]*)( sha256:[A-Za-z0-9+/=]+)?|(RSYNC_[A-Z_]+)(=[^\s)]+)?`)
 
 // notAHint are flags that hints mention without asking for them ("does not
-// lead to rsync --daemon").
-var notAHint = map[string]bool{"--daemon": true, "--server": true}
+// lead to rsync --daemon"), or name as the server's cause, which the client
+// cannot change ("serve --max-conns").
+var notAHint = map[string]bool{"--daemon": true, "--server": true, "--max-conns": true}
 
 // hintFix is one way to follow a hint: the flag or variable the hint names
 // and the value this scenario gives it when the hint names none.

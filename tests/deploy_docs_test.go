@@ -108,7 +108,9 @@ var (
 // postinst), never shipped.
 var adminPaths = []string{"/etc/rsync-ssl/cert.pem", "/etc/rsync-ssl/private/key.pem", "/etc/rsync-ssl/private",
 	// docs/client-certificates.md's recipes: the client CA, its CRL, a hook.
-	"/etc/rsync-ssl/clients-ca.pem", "/etc/rsync-ssl/clients.crl", "/etc/rsync-ssl/authorize"}
+	"/etc/rsync-ssl/clients-ca.pem", "/etc/rsync-ssl/clients.crl", "/etc/rsync-ssl/authorize",
+	// docs/server.md's certbot recipe: where the admin copies the deploy hook.
+	"/etc/letsencrypt/renewal-hooks/deploy/rsync-ssl-shim"}
 
 // checkNamedPaths: every unit, /etc path of ours and documentation path the
 // man page, README.Debian, README.md and docs/*.md name is in the package.

@@ -226,68 +226,12 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		}
 	})
 
-	t.Run("renewal", func(t *testing.T) {
-		// A new CA and certificate: clients that trust only the new CA get
-		// in once the service has seen the renewal and restarted.
-		fresh := newNamedPKI(t, "Renewed CA")
-		certPath := filepath.Join(c.root, "etc/rsync-ssl/cert.pem")
-		keyPath := filepath.Join(c.root, "etc/rsync-ssl/private/key.pem")
-		oldCert, oldKey := readFileT(t, certPath), readFileT(t, keyPath)
-		t.Cleanup(func() {
-			writeFile(t, certPath, oldCert, 0o644)
-			writeFile(t, keyPath, oldKey, 0o600)
-			c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service")
-		})
-		if out, code := list(t); code != 0 {
-			t.Fatalf("listing before the renewal (exit %d):\n%s", code, out)
-		}
-		writeFile(t, keyPath, readFileT(t, fresh.Key), 0o600)
-		writeFile(t, certPath, readFileT(t, fresh.Cert), 0o644)
-		newEnv := []string{"RSYNC_SSL_TYPE=openssl", "RSYNC_SSL_CA_CERT=" + fresh.CA}
-		deadline := time.Now().Add(30 * time.Second)
-		var out string
-		code := -1
-		for time.Now().Before(deadline) {
-			if out, code = c.client(t, newEnv, rsyncSSL, "rsync://localhost/"); code == 0 {
-				break
-			}
-			time.Sleep(time.Second)
-		}
-		if code != 0 {
-			t.Fatalf("30s after the renewal, a client of the new CA still fails (exit %d):\n%s", code, out)
-		}
-	})
+	t.Run("status-and-start", func(t *testing.T) { testInstalledStatus(t, c, env, data) })
+
+	t.Run("renewal", func(t *testing.T) { testInstalledRenewal(t, c, pki, env, data) })
 
 	t.Run("upgrade-keeps-transfers", func(t *testing.T) {
-		// A pull held to 2 MiB/s takes several seconds; the package is
-		// upgraded (reinstalled) while it runs.
-		dest := t.TempDir()
-		type res struct {
-			out  string
-			code int
-		}
-		done := make(chan res, 1)
-		go func() {
-			out, code := c.client(t, env, rsyncSSL, "-a", "--bwlimit=2m", "rsync://localhost/data/", dest+"/")
-			done <- res{out, code}
-		}()
-		var pid string
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			pid = strings.TrimSpace(c.must(t, "systemctl", "show", "-P", "MainPID", "rsync-ssl.service"))
-			if pid != "0" {
-				break
-			}
-		}
-		time.Sleep(time.Second)
-		c.must(t, "dpkg", "-i", "/root/"+filepath.Base(deb))
-		r := <-done
-		if r.code != 0 {
-			t.Fatalf("a pull during the package upgrade failed (exit %d):\n%s", r.code, r.out)
-		}
-		sameTree(t, data, dest)
-		if now := strings.TrimSpace(c.must(t, "systemctl", "show", "-P", "MainPID", "rsync-ssl.service")); now != pid && now != "0" {
-			t.Errorf("the upgrade restarted rsync-ssl.service (main PID %s, then %s)", pid, now)
-		}
+		testUpgradeHandover(t, c, env, data, deb)
 	})
 
 	t.Run("key-unreadable", func(t *testing.T) {
@@ -296,7 +240,7 @@ func testInstalledDefault(t *testing.T, c *container, pki *PKI, env []string, da
 		probe := filepath.Join(c.root, "usr/local/bin/keyprobe")
 		writeFile(t, probe, `#!/bin/sh
 # Exit 1 so that rsync shows the client what this hook saw.
-echo "uid=$(id -u) creds=${CREDENTIALS_DIRECTORY:-unset}"
+echo "uid=$(id -u) groups=$(id -Gn | tr ' ' ,) creds=${CREDENTIALS_DIRECTORY:-unset}"
 for f in /run/credentials/rsync-ssl.service/key.pem /etc/rsync-ssl/private/key.pem; do
 	if cat "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "denied $f"; fi
 done
@@ -313,6 +257,10 @@ exit 1
 [run]
 	path = /run
 	read only = yes
+
+[etc]
+	path = /etc/rsync-ssl
+	read only = yes
 `, 0o644)
 		t.Cleanup(func() {
 			writeFile(t, conf, orig, 0o644)
@@ -326,20 +274,25 @@ exit 1
 		}
 		sameTree(t, data, dest)
 		out, _ := c.client(t, env, rsyncSSL, "-a", "rsync://localhost/hooked/", t.TempDir()+"/")
-		if !strings.Contains(out, "denied /run/credentials/rsync-ssl.service/key.pem") || strings.Contains(out, "READ ") ||
-			!strings.Contains(out, "creds=unset") || strings.Contains(out, "uid=0 ") {
+		if !strings.Contains(out, "denied /etc/rsync-ssl/private/key.pem") || strings.Contains(out, "READ ") ||
+			!strings.Contains(out, "creds=unset") || strings.Contains(out, "uid=0 ") || strings.Contains(out, "_rsync-ssl-key") {
 			t.Fatalf("the pre-xfer exec hook could read the key, or did not run:\n%s", out)
 		}
 		if _, err := os.Stat(filepath.Join(c.root, "run/credentials/rsync-ssl.service")); err == nil {
 			t.Logf("(the credentials directory exists on the host side too)")
 		}
-		runDest := t.TempDir()
-		out, _ = c.client(t, env, rsyncSSL, "-r", "rsync://localhost/run/credentials/", runDest+"/")
-		if _, err := os.Stat(filepath.Join(runDest, "rsync-ssl.service/key.pem")); err == nil {
-			t.Fatalf("a module covering /run served the key:\n%s", out)
+		// The shim reads the key itself (group _rsync-ssl-key); rsync,
+		// as _rsync-ssl with its own groups, meets the directory's 0710.
+		etcDest := t.TempDir()
+		out, _ = c.client(t, env, rsyncSSL, "-r", "rsync://localhost/etc/", etcDest+"/")
+		if _, err := os.Stat(filepath.Join(etcDest, "private/key.pem")); err == nil {
+			t.Fatalf("a module covering /etc/rsync-ssl served the key:\n%s", out)
 		}
-		if !strings.Contains(out, "Permission denied") {
-			t.Fatalf("the /run module did not meet the credentials directory (nothing refused):\n%s", out)
+		if !strings.Contains(out, "Permission denied") || !strings.Contains(out, "private") {
+			t.Fatalf("the /etc/rsync-ssl module did not meet the key's directory (nothing refused):\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(etcDest, "cert.pem")); err != nil {
+			t.Fatalf("the /etc/rsync-ssl module served nothing at all, so it proves nothing:\n%s", out)
 		}
 	})
 

@@ -14,20 +14,46 @@ import (
 	"time"
 )
 
-// bookwormCache holds the debootstrapped Debian 12 root between runs; it is
-// rebuilt when bookwormPackages changes.
-const bookwormCache = "/var/cache/rsync-ssl-shim-tests"
+// debianCache holds the debootstrapped Debian roots between runs, one per
+// release; each is rebuilt when debianPackages changes.
+const debianCache = "/var/cache/rsync-ssl-shim-tests"
 
-// bookwormPackages are added to the minimal root: systemd to boot it, rsync
+// debianPackages are added to the minimal root: systemd to boot it, rsync
 // because the package depends on it (the container has no network, so apt
 // must find every dependency already installed).
 // stunnel4 is for make bench-installed, which boots the same root.
-var bookwormPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
+var debianPackages = []string{"systemd", "systemd-sysv", "dbus", "rsync", "openssl", "ca-certificates", "stunnel4"}
+
+// debianRelease is a Debian release the package is installed on.
+type debianRelease struct {
+	suite, name string
+}
+
+// debianReleases are where users are: every subtest of testRelease runs on
+// each (TestDeployPackage/bookworm/..., TestDeployPackage/trixie/...).
+var debianReleases = []debianRelease{
+	{"bookworm", "Debian 12"}, // systemd 252, rsync 3.2.7, OpenSSL 3.0
+	{"trixie", "Debian 13"},   // systemd 257, rsync 3.4.1, OpenSSL 3.5
+}
 
 // TestDeployPackage builds the .deb, lints it, and installs it into a
-// freshly booted Debian 12 under systemd-nspawn.
+// freshly booted Debian 12 and Debian 13 under systemd-nspawn.
 func TestDeployPackage(t *testing.T) {
 	slowTier(t, "booted systemd")
+	deb := buildDeb(t)
+
+	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
+
+	t.Run("docs", func(t *testing.T) { testPackageDocs(t, deb) })
+
+	for _, rel := range debianReleases {
+		t.Run(rel.suite, func(t *testing.T) { testRelease(t, rel, deb) })
+	}
+}
+
+// buildDeb builds the package from this tree with packaging/build-deb.sh.
+func buildDeb(t *testing.T) string {
+	t.Helper()
 	needTool(t, "dpkg-buildpackage")
 	needTool(t, "dh")
 	out := t.TempDir()
@@ -39,14 +65,8 @@ func TestDeployPackage(t *testing.T) {
 	if len(debs) != 1 {
 		t.Fatalf("want one rsync-ssl-shim_<version>_<arch>.deb in %s, got %v\n%s", out, debs, res)
 	}
-	deb := debs[0]
-	t.Logf("built %s", filepath.Base(deb))
-
-	t.Run("lintian", func(t *testing.T) { lintianClean(t, "the .deb", deb) })
-
-	t.Run("docs", func(t *testing.T) { testPackageDocs(t, deb) })
-
-	t.Run("bookworm", func(t *testing.T) { testBookworm(t, deb) })
+	t.Logf("built %s", filepath.Base(debs[0]))
+	return debs[0]
 }
 
 // lintianClean runs lintian --pedantic on a package file and fails the test
@@ -67,21 +87,28 @@ func lintianClean(t *testing.T, what, file string) {
 	}
 }
 
-// cachedBookworm returns a debootstrapped Debian 12 root, made once and kept
-// under bookwormCache.
-func cachedBookworm(t *testing.T) string {
+// cachedDebian returns a debootstrapped root of the release, made once and
+// kept under debianCache.
+func cachedDebian(t *testing.T, rel debianRelease) string {
 	slowTier(t, "booted systemd")
 	t.Helper()
+	return cachedRoot(t, rel, debianPackages)
+}
+
+// cachedRoot returns a debootstrapped minbase root of the release with
+// packages added, made once and kept under debianCache.
+func cachedRoot(t *testing.T, rel debianRelease, packages []string) string {
+	t.Helper()
 	debootstrap := needTool(t, "debootstrap")
-	key := "bookworm-minbase-" + strings.Join(bookwormPackages, ",")
-	root := filepath.Join(bookwormCache, strings.NewReplacer(",", "_").Replace(key))
+	key := rel.suite + "-minbase-" + strings.Join(packages, ",")
+	root := filepath.Join(debianCache, strings.NewReplacer(",", "_").Replace(key))
 	if _, err := os.Stat(filepath.Join(root, ".complete")); err == nil {
 		return root
 	}
-	if err := os.MkdirAll(bookwormCache, 0o755); err != nil {
+	if err := os.MkdirAll(debianCache, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tmp, err := os.MkdirTemp(bookwormCache, "partial-")
+	tmp, err := os.MkdirTemp(debianCache, "partial-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +120,7 @@ func cachedBookworm(t *testing.T) string {
 	}
 	start := time.Now()
 	res, code := runCmd(t, 8*time.Minute, nil, debootstrap, "--variant=minbase",
-		"--include="+strings.Join(bookwormPackages, ","), "bookworm", tmp)
+		"--include="+strings.Join(packages, ","), rel.suite, tmp)
 	if code != 0 {
 		t.Fatalf("debootstrap (exit %d):\n%s", code, res)
 	}
@@ -104,7 +131,7 @@ func cachedBookworm(t *testing.T) string {
 	if err := os.Rename(tmp, root); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("debootstrapped Debian 12 into %s in %v", root, time.Since(start).Round(time.Second))
+	t.Logf("debootstrapped %s into %s in %v", rel.name, root, time.Since(start).Round(time.Second))
 	return root
 }
 
@@ -271,13 +298,13 @@ func copyFileT(t *testing.T, from, to string) {
 	writeFile(t, to, readFileT(t, from), 0o644)
 }
 
-// testBookworm installs the package the way README.md ("Install on Debian 12") tells an admin
+// testRelease installs the package the way README.md ("Install on Debian 12") tells an admin
 // to, pulls a module through it with stock rsync-ssl and with our own rsync
 // command, proves the sandbox refuses what it should, and purges.
-func testBookworm(t *testing.T, deb string) {
+func testRelease(t *testing.T, rel debianRelease, deb string) {
 	rsyncSSL := needTool(t, "rsync-ssl")
 	needTool(t, "openssl")
-	c := bootContainer(t, cachedBookworm(t))
+	c := bootContainer(t, cachedDebian(t, rel))
 
 	// The modules: a tree under /srv (allowed), the same kind of tree in a
 	// home directory (world-readable, hidden by ProtectHome=), and an upload
@@ -306,7 +333,7 @@ func testBookworm(t *testing.T, deb string) {
 	start := time.Now()
 	installed := c.must(t, "apt", "install", "-y", "/root/"+filepath.Base(deb))
 	c.must(t, "install", "-m", "0644", "/root/server.pem", "/etc/rsync-ssl/cert.pem")
-	c.must(t, "install", "-m", "0600", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
+	c.must(t, "install", "-m", "0640", "-g", "_rsync-ssl-key", "/root/server.key", "/etc/rsync-ssl/private/key.pem")
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
 	writeFile(t, conf, readFileT(t, conf)+`
 [data]
@@ -348,8 +375,12 @@ func testBookworm(t *testing.T, deb string) {
 		t.Fatalf("rsync-ssl pull (exit %d):\n%s\njournal:\n%s", code, out, journal)
 	}
 	sameTree(t, data, dest)
-	t.Logf("install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
-		len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+	t.Logf("%s: install to first transfer (apt install, certificate, module, enable, pull of %d entries): %v",
+		rel.name, len(treeSums(t, data)), elapsed.Round(time.Millisecond))
+
+	t.Run("kernel-tls-probe", func(t *testing.T) { testInstalledProbe(t, c) })
+	t.Run("journal-prefix", func(t *testing.T) { testInstalledJournalPrefix(t, c) })
+	t.Run("tls-module-on-start", func(t *testing.T) { testInstalledModuleLoad(t, c) })
 
 	// The first install says what to do first, and the documentation it
 	// points to is there, every link resolving.
@@ -470,7 +501,13 @@ func testBookworm(t *testing.T, deb string) {
 	t.Run("purge", func(t *testing.T) {
 		os.Remove(filepath.Join(c.root, "root", filepath.Base(deb)))
 		c.must(t, "dpkg", "--purge", "rsync-ssl-shim")
-		units, _ := c.exec(t, time.Minute, "systemctl", "list-units", "--all", "--no-legend", "--plain", "rsync-ssl*")
+		// systemd 257 may keep a unit it no longer finds for a moment
+		// (not-found inactive dead) until its garbage collection runs.
+		var units string
+		waitFor(func() bool {
+			units, _ = c.exec(t, time.Minute, "systemctl", "list-units", "--all", "--no-legend", "--plain", "rsync-ssl*")
+			return strings.TrimSpace(units) == ""
+		}, 10*time.Second)
 		if strings.TrimSpace(units) != "" {
 			t.Errorf("units still loaded after purge:\n%s", units)
 		}
@@ -486,13 +523,13 @@ func testBookworm(t *testing.T, deb string) {
 				diffs = append(diffs, "removed: "+p)
 			}
 		}
-		// The package's system user stays after purge, as Debian's
+		// The package's system user and group stay after purge, as Debian's
 		// policy has it (its uid may still own files); nothing else may
 		// change.
 		for f, want := range accounts {
 			var kept []string
 			for _, l := range strings.SplitAfter(readFileT(t, filepath.Join(c.root, f)), "\n") {
-				if !strings.HasPrefix(l, "_rsync-ssl:") {
+				if !strings.HasPrefix(l, "_rsync-ssl:") && !strings.HasPrefix(l, "_rsync-ssl-key:") {
 					kept = append(kept, l)
 				}
 			}

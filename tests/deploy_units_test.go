@@ -173,9 +173,9 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 // TestDeployUnitsSettings pins the settings the design depends on: port 874
 // on both sockets, which conflict; the default socket hands its listening
 // socket to one service (Accept=no) that exits when idle and when the
-// certificate is renewed; the isolated one starts an instance per connection
+// the certificate is reloaded in place (ExecReload=); the isolated one starts an instance per connection
 // with systemd's limits; systemd's 4096 backlog (rsyncd's own backlog of 5
-// drops simultaneous connects); the key as a credential; and one sandbox,
+// drops simultaneous connects); the key read through its group; and one sandbox,
 // the same line for line in both services, that still lets rsync and the
 // shim use a loopback TCP pair.
 func TestDeployUnitsSettings(t *testing.T) {
@@ -216,9 +216,10 @@ func TestDeployUnitsSettings(t *testing.T) {
 	if len(def["StandardInput"]) > 0 {
 		t.Errorf("rsync-ssl.service: StandardInput=%v; the listening socket comes in LISTEN_FDS", def["StandardInput"])
 	}
-	if exec := strings.Join(def["ExecStart"], " "); !strings.Contains(exec, "--exit-idle ") || !strings.Contains(exec, "--exit-on-change /etc/rsync-ssl/cert.pem") {
-		t.Errorf("rsync-ssl.service: ExecStart=%s, want --exit-idle (nothing runs between bursts) and --exit-on-change (renewals)", exec)
+	if exec := strings.Join(def["ExecStart"], " "); !strings.Contains(exec, "--exit-idle ") || strings.Contains(exec, "--exit-on-change") {
+		t.Errorf("rsync-ssl.service: ExecStart=%s, want --exit-idle (nothing runs between bursts) and no --exit-on-change (renewals are reloaded in place; a busy server never drains)", exec)
 	}
+	check("rsync-ssl.service", def, "ExecReload", `/bin/sh -c 'kill -HUP "$MAINPID"'`)
 	if len(def["RuntimeMaxSec"]) > 0 {
 		t.Errorf("rsync-ssl.service: RuntimeMaxSec= would cut every transfer in flight")
 	}
@@ -235,9 +236,16 @@ func TestDeployUnitsSettings(t *testing.T) {
 				t.Errorf("%s: RestrictAddressFamilies=%v lacks %s (the socket pair needs it)", name, fams, f)
 			}
 		}
+		// The shim reads the files itself, through a group rsync's user
+		// is not in: a LoadCredential= copy, made when the service
+		// starts, would hide every renewal from a long-lived service.
 		exec := strings.Join(svc["ExecStart"], " ")
-		if !strings.Contains(exec, "--key %d/") || !strings.Contains(strings.Join(svc["LoadCredential"], " "), "key.pem:") {
-			t.Errorf("%s: the key must come from LoadCredential= via %%d; ExecStart=%s", name, exec)
+		if !strings.Contains(exec, "--cert /etc/rsync-ssl/cert.pem --key /etc/rsync-ssl/private/key.pem") || len(svc["LoadCredential"]) > 0 {
+			t.Errorf("%s: the shim must read /etc/rsync-ssl's files itself, without LoadCredential=; ExecStart=%s", name, exec)
+		}
+		check(name, svc, "SupplementaryGroups", "_rsync-ssl-key")
+		if strings.Contains(strings.Join(svc["InaccessiblePaths"], " "), "/etc/rsync-ssl/private") {
+			t.Errorf("%s: InaccessiblePaths= hides the key from the shim that must read it", name)
 		}
 	}
 	// The sandbox: every line from DynamicUser= on, the same in both.

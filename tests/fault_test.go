@@ -192,12 +192,42 @@ func (r *faultRig) client(t *testing.T, push bool, extra ...string) (*bgProc, st
 }
 
 // midTransfer waits until rsync has been started for the session and the
-// transfer has been running for a moment.
+// transfer is under way: its rsync processes have moved midTransferBytes
+// (read and written, /proc/PID/io), not a guessed time.
 func (r *faultRig) midTransfer(t *testing.T) []int {
 	t.Helper()
 	pids := waitProcs(t, "rsync", r.rd.Conf)
-	time.Sleep(1500 * time.Millisecond)
+	mustWaitFor(t, 30*time.Second, "the transfer to get under way", func() bool {
+		var moved int64
+		for _, pid := range procsNamed("rsync", r.rd.Conf) {
+			moved += procIO(pid)
+		}
+		return moved >= midTransferBytes
+	})
 	return pids
+}
+
+// midTransferBytes is how much a session's rsync has moved when it counts
+// as mid-transfer: well into the tree's 16 MiB file, far from its end at the
+// client's rate limit.
+const midTransferBytes = 2 << 20
+
+// procIO is what a process has read and written so far (rchar + wchar), 0
+// once it is gone.
+func procIO(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		if k == "rchar" || k == "wchar" {
+			x, _ := strconv.ParseInt(v, 10, 64)
+			n += x
+		}
+	}
+	return n
 }
 
 // cleanup waits until no serve and no rsync of this rig is left, bounded.

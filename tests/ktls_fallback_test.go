@@ -42,7 +42,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("auto", func(t *testing.T) {
 		rd := newRsyncd(t)
 		copyTree(t, src, rd.Data)
-		s := startMode(t, "listen", serveArgs(p, rd, rsync))
+		s := startServeListening(t, serveArgs(p, rd, rsync))
 		for i := 0; i < 2; i++ {
 			dst := filepath.Join(t.TempDir(), "pulled")
 			out, code := rsyncSSL(t, s, p, "openssl", "-a", s.Host+"::data/", dst+"/")
@@ -52,7 +52,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 			sameTree(t, src, dst)
 		}
 		log := s.Log.String()
-		if !strings.Contains(log, "datapath auto (every session bridged: the kernel has no TLS module loaded (/proc/sys/net/ipv4/tcp_available_ulp: ") {
+		if !strings.Contains(log, `datapath auto (every session bridged: the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT;`) {
 			t.Errorf("the start line does not say, once, why every session is bridged:\n%s", log)
 		}
 		served := regexp.MustCompile(`served .* pair=tcp rsync_exit=0 .* datapath=bridge fallback="no kernel TLS module"\n`)
@@ -87,7 +87,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("auto behind a trusted proxy", func(t *testing.T) {
 		rd := newRsyncd(t)
 		copyTree(t, src, rd.Data)
-		s := startMode(t, "listen", serveArgs(p, rd, rsync, "--trusted-proxy", "127.0.0.1"))
+		s := startServeListening(t, serveArgs(p, rd, rsync, "--trusted-proxy", "127.0.0.1"))
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -118,7 +118,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 		if !strings.Contains(string(listing), "data") {
 			t.Errorf("no module listing through the load balancer: %q", listing)
 		}
-		mustWaitFor(t, 5*time.Second, "the summary line", func() bool { return strings.Contains(s.Log.String(), "datapath=bridge") })
+		mustWaitFor(t, 5*time.Second, "the summary line", func() bool { return strings.Contains(s.Log.String(), "rsync_exit=") })
 		log := s.Log.String()
 		if !strings.Contains(log, `datapath=bridge fallback="the connection came through a load balancer (--trusted-proxy): rsync must learn the client's address from a PROXY header"`) {
 			t.Errorf("no trusted-proxy reason in the summary:\n%s", log)
@@ -128,7 +128,7 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 	t.Run("ktls refuses to start", func(t *testing.T) {
 		rd := newRsyncd(t)
 		out, code := runCmd(t, 30*time.Second, nil, shimBin, append(serveArgs(p, rd, rsync, "--datapath", "ktls"), "--listen", "127.0.0.1:0")...)
-		if code != 1 || !strings.Contains(out, `serve: --datapath ktls: the kernel has no TLS module loaded (/proc/sys/net/ipv4/tcp_available_ulp: `) {
+		if code != 1 || !strings.Contains(out, `serve: --datapath ktls: the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT;`) {
 			t.Errorf("exit %d, want 1 and the missing module named:\n%s", code, out)
 		}
 	})

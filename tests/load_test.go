@@ -166,7 +166,7 @@ func TestLoadAcceptLoop(t *testing.T) {
 	n := scaled(1000, 5000)
 	p := newPKI(t)
 	rd := newRsyncd(t)
-	s := startMode(t, "listen", serveArgs(p, rd, rsync, "--handshake-timeout", "2s"))
+	s := startServeListening(t, serveArgs(p, rd, rsync, "--handshake-timeout", "2s"))
 	pids := procsNamed("rsync-ssl-shim", rd.Conf)
 	if len(pids) != 1 {
 		t.Fatalf("want one serve process, found %v", pids)
@@ -176,6 +176,7 @@ func TestLoadAcceptLoop(t *testing.T) {
 	listing := goClient("localhost", listingRequest)
 	junk := rawClient([]byte("B\x8f\x13\x00 junk"), 0, false)
 	tls10 := rawClient(helloRecord(0x0301), 0, false)
+	listings := 0
 	one := func(i int) {
 		switch i % 10 {
 		case 3:
@@ -186,12 +187,24 @@ func TestLoadAcceptLoop(t *testing.T) {
 			if out := listing(t, addr); !strings.Contains(out, "data") {
 				t.Fatalf("connection %d: listing %q", i, out)
 			}
+			listings++
 		}
 	}
 	settle := func() (int, int, int) {
-		// Wait for the last connection to be logged and finished.
-		time.Sleep(500 * time.Millisecond)
-		return procStatus(t, pid)
+		// Every listing so far has its summary line (the session is over),
+		// no rsync is left, and the counts read the same twice running.
+		mustWaitFor(t, 10*time.Second, fmt.Sprintf("%d summary lines", listings), func() bool {
+			return strings.Count(s.Log.String(), "rsync_exit=") >= listings
+		})
+		mustWaitFor(t, 10*time.Second, "the last rsync to exit", func() bool { return len(procsNamed("rsync", rd.Conf)) == 0 })
+		var f, r, th int
+		mustWaitFor(t, 10*time.Second, "steady fd and thread counts", func() bool {
+			f0, _, th0 := procStatus(t, pid)
+			time.Sleep(50 * time.Millisecond)
+			f, r, th = procStatus(t, pid)
+			return f == f0 && th == th0
+		})
+		return f, r, th
 	}
 	warm := 200
 	for i := range warm {
@@ -227,9 +240,9 @@ func TestLoadAcceptLoop(t *testing.T) {
 		t.Errorf("rsync processes left: %v", left)
 	}
 	if !t.Failed() {
-		figure("accept loop (`serve --listen`): %d sequential connections (8 of 10 module listings, 1 junk, 1 TLS 1.0 hello) after %d warm-up, in %.1f s; fds %d → %d, threads %d → %d, RSS %.1f → %.1f MiB",
+		figure("accept loop (`serve` on a listening socket): %d sequential connections (8 of 10 module listings, 1 junk, 1 TLS 1.0 hello) after %d warm-up, in %.1f s; fds %d → %d, threads %d → %d, RSS %.1f → %.1f MiB",
 			n, warm, took.Seconds(), fd0, fd1, thr0, thr1, float64(rss0)/1024, float64(rss1)/1024)
-		record(t, "Load", fmt.Sprintf("accept-loop-%d", n), fmt.Sprintf("%d sequential connections to one serve --listen", n),
+		record(t, "Load", fmt.Sprintf("accept-loop-%d", n), fmt.Sprintf("%d sequential connections to one serve accept loop", n),
 			fmt.Sprintf("fds %d→%d, threads %d→%d, RSS %.1f→%.1f MiB", fd0, fd1, thr0, thr1, float64(rss0)/1024, float64(rss1)/1024), 10*time.Minute, took)
 	}
 }

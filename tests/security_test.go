@@ -395,7 +395,7 @@ func TestSecurityReloadKeepsValidCert(t *testing.T) {
 	replaceFile(t, p.Key, key)
 	pk := *p
 	pk.Cert, pk.Key = cert, key
-	s := startMode(t, "listen", serveArgs(&pk, rd, rsync))
+	s := startServeListening(t, serveArgs(&pk, rd, rsync))
 	good := presentedSerial(t, s.addr())
 
 	now := time.Now()

@@ -400,7 +400,20 @@ func TestServeBadInput(t *testing.T) {
 					t.Errorf("exit %d, want %d; log:\n%s", res.code, tc.exit, res.log)
 				}
 			}
-			lines := strings.Split(strings.TrimSpace(res.log), "\n")
+			// The session's start line (its own test: TestServeSession-
+			// StartAndStatus) is there exactly when rsync started.
+			var lines []string
+			startLines := 0
+			for _, l := range strings.Split(strings.TrimSpace(res.log), "\n") {
+				if strings.Contains(l, ": started sni=") {
+					startLines++
+					continue
+				}
+				lines = append(lines, l)
+			}
+			if tc.start != (startLines == 1) || startLines > 1 {
+				t.Errorf("%d start lines, rsync started: %v; log:\n%s", startLines, tc.start, res.log)
+			}
 			wantLines := max(tc.lines, 1)
 			if len(lines) != wantLines {
 				t.Errorf("want %d log lines, got %d:\n%s", wantLines, len(lines), res.log)

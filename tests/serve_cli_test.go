@@ -38,6 +38,10 @@ func TestServeUsage(t *testing.T) {
 		{"bad min-tls", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--min-tls", "1.1"}, 2, `--min-tls "1.1": give 1.2 or 1.3`},
 		{"bad pair", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--pair", "pipe"}, 2, `--pair "pipe": give tcp, unix or auto`},
 		{"missing rsync", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--rsync", "/nonexistent/rsync"}, 1, "start rsync: rsync: "},
+		// It was passed: the fix is to correct it, not to pass it.
+		{"wrong --rsync", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--rsync", "/opt/nope/rsync"}, 1, "(fix --rsync /opt/nope/rsync)"},
+		{"bare port", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--rsync", rsync, "--listen", "18876"}, 2,
+			"--listen 18876: give HOST:PORT, e.g. :18876 (every address) or 127.0.0.1:18876"},
 		{"stray argument", []string{"serve", "--cert", p.Cert, "--key", p.Key, "extra"}, 2, `unexpected argument "extra"`},
 		{"no connection", []string{"serve", "--cert", p.Cert, "--key", p.Key, "--rsync", rsync}, 2,
 			"no connection to serve: start me from rsync-ssl.socket, inetd/xinetd, or pass --listen ADDR"},
@@ -57,6 +61,10 @@ func TestServeUsage(t *testing.T) {
 	out, code := runCmd(t, 20*time.Second, nil, shimBin, "serve", "--help")
 	if code != 0 || !strings.Contains(out, "--handshake-timeout DURATION") {
 		t.Errorf("serve --help: exit %d\n%s", code, out)
+	}
+	// "help serve" is "serve --help", as with git and go.
+	if out2, code := runCmd(t, 20*time.Second, nil, shimBin, "help", "serve"); code != 0 || out2 != out {
+		t.Errorf("help serve: exit %d, and not what serve --help says:\n%s", code, out2)
 	}
 }
 

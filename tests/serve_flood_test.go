@@ -29,7 +29,7 @@ func TestServeFlood(t *testing.T) {
 	makeTree(t, rd.Data, 0, 3)
 	socat := needTool(t, "socat")
 	rsync := rsyncPath(t)
-	s := startMode(t, "listen", serveArgs(pki, rd, rsync))
+	s := startServeListening(t, serveArgs(pki, rd, rsync))
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	if lim := procLimit(t, s.Pid, "Max open files"); lim < 2048 {
 		t.Fatalf("serve may open only %d files; the flood needs more", lim)

@@ -16,7 +16,7 @@ func TestTLSPolicySSLScan(t *testing.T) {
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	rd := newRsyncd(t)
-	s := startMode(t, "listen", serveArgs(p, rd, rsync))
+	s := startServeListening(t, serveArgs(p, rd, rsync))
 	start := time.Now()
 	out, code := runCmd(t, 3*time.Minute, nil, sslscan, "--no-colour", "--no-heartbleed", fmt.Sprintf("127.0.0.1:%d", s.Port))
 	took := time.Since(start)

@@ -6,8 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -37,6 +35,8 @@ type certSet struct {
 type fileStamp struct {
 	size  int64
 	mtime time.Time
+	ino   uint64
+	err   string // why the file could not be stat'ed, "" if it could
 }
 
 // LoadCerts reads every pair and checks that each key matches its
@@ -45,7 +45,7 @@ type fileStamp struct {
 // on its way and refusing to start would take the service down with it.
 func LoadCerts(pairs []CertPair) (*CertStore, []string, error) {
 	if len(pairs) == 0 {
-		return nil, nil, errors.New("no certificate: pass --cert FILE --key FILE")
+		return nil, nil, optUsage(OptCert, "no certificate: pass %s FILE %s FILE", OptCert, OptKey)
 	}
 	s := &CertStore{pairs: pairs}
 	set, warns, err := loadSet(pairs)
@@ -89,7 +89,12 @@ type CertValidityError struct {
 	Why  string // "expired 2026-01-02" or "is not valid before ..."
 }
 
-func (e *CertValidityError) Error() string { return "--cert " + e.File + " " + e.Why }
+func (e *CertValidityError) Error() string { return e.Render(nil) }
+
+// Render is the error's text with the certificate option named by n.
+func (e *CertValidityError) Render(n Namer) string {
+	return n.name(OptCert) + " " + e.File + " " + e.Why
+}
 
 // validity says why leaf cannot be served at now, "" if it can.
 func validity(leaf *x509.Certificate, now time.Time) string {
@@ -102,9 +107,10 @@ func validity(leaf *x509.Certificate, now time.Time) string {
 	return ""
 }
 
-// Changed reports whether any file differs in size or modification time
-// from when it was loaded. stat follows symlinks, so a certbot-style
-// "live/" link switched to a new version counts as a change.
+// Changed reports whether any file differs in size, modification time or
+// inode from when it was loaded. stat follows symlinks, so a certbot-style
+// "live/" link switched to a new version counts as a change, and so does a
+// file that became unreadable (Reload then says why).
 func (s *CertStore) Changed() bool {
 	set := s.cur.Load()
 	for i, p := range s.pairs {
@@ -146,14 +152,6 @@ func (s *CertStore) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	return set.certs[0], nil
 }
 
-func stampOf(name string) fileStamp {
-	st, err := os.Stat(name)
-	if err != nil {
-		return fileStamp{size: -1}
-	}
-	return fileStamp{size: st.Size(), mtime: st.ModTime()}
-}
-
 func loadSet(pairs []CertPair) (*certSet, []string, error) {
 	set := &certSet{}
 	var warns []string
@@ -176,31 +174,31 @@ func loadSet(pairs []CertPair) (*certSet, []string, error) {
 func loadPair(p CertPair) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(p.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("--cert: %w", err)
+		return nil, optErr(OptCert, "%s: %w%s", OptCert, err, accessHint(err))
 	}
 	keyPEM, err := os.ReadFile(p.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
+		return nil, optErr(OptKey, "%s: %w%s", OptKey, err, accessHint(err))
 	}
 	if !bytes.Contains(certPEM, []byte("-----BEGIN CERTIFICATE-----")) {
-		return nil, fmt.Errorf("--cert %s: no PEM certificate in it", p.CertFile)
+		return nil, optErr(OptCert, "%s %s: no PEM certificate in it", OptCert, p.CertFile)
 	}
 	if encryptedPEM(keyPEM) {
-		return nil, fmt.Errorf("--key %s is encrypted with a passphrase; give an unencrypted key and protect it with file permissions or systemd's LoadCredential=", p.KeyFile)
+		return nil, optErr(OptKey, "%s %s is encrypted with a passphrase; give an unencrypted key and protect it with file permissions or systemd's LoadCredential=", OptKey, p.KeyFile)
 	}
 	if !bytes.Contains(keyPEM, []byte("PRIVATE KEY-----")) {
-		return nil, fmt.Errorf("--key %s: no PEM private key in it", p.KeyFile)
+		return nil, optErr(OptKey, "%s %s: no PEM private key in it", OptKey, p.KeyFile)
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if keyMismatch(certPEM, keyPEM) {
-			return nil, fmt.Errorf("--key %s does not belong to --cert %s (its public key is not the certificate's)", p.KeyFile, p.CertFile)
+			return nil, optErr(OptKey, "%s %s does not belong to %s %s (its public key is not the certificate's)", OptKey, p.KeyFile, OptCert, p.CertFile)
 		}
-		return nil, fmt.Errorf("--cert %s / --key %s: %s", p.CertFile, p.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
+		return nil, optErr(OptCert, "%s %s / %s %s: %s", OptCert, p.CertFile, OptKey, p.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
 	}
 	if c.Leaf == nil {
 		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("--cert %s: %w", p.CertFile, err)
+			return nil, optErr(OptCert, "%s %s: %w", OptCert, p.CertFile, err)
 		}
 	}
 	return &c, nil

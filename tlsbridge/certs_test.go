@@ -44,7 +44,7 @@ func TestLoadCertsErrorsNameTheFile(t *testing.T) {
 	}
 	for _, tc := range tests {
 		_, _, err := LoadCerts([]CertPair{tc.pair})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || !strings.Contains(flagText(err), tc.want) {
 			t.Errorf("LoadCerts(%v) = %v, want %q", tc.pair, err, tc.want)
 		}
 	}
@@ -128,7 +128,7 @@ func TestReloadRefusesExpired(t *testing.T) {
 	put(selfSigned(t, t.TempDir(), "a", time.Now().Add(-time.Hour), "a.example"))
 	_, err = s.Reload()
 	var ve *CertValidityError
-	if !errors.As(err, &ve) || !strings.HasPrefix(err.Error(), "--cert "+a.CertFile+" expired ") {
+	if !errors.As(err, &ve) || !strings.HasPrefix(flagText(err), "--cert "+a.CertFile+" expired ") {
 		t.Fatalf("Reload of an expired certificate: %v", err)
 	}
 	if s.Default().Leaf.SerialNumber.Cmp(good) != 0 {

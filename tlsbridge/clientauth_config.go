@@ -2,7 +2,6 @@ package tlsbridge
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/certid"
@@ -61,11 +60,6 @@ type ClientAuthConfig struct {
 // together; the error text names the flag and the fix.
 var ErrClientAuthUsage = errors.New("client certificate flags")
 
-type usageErr struct{ msg string }
-
-func (e usageErr) Error() string   { return e.msg }
-func (e usageErr) Is(t error) bool { return t == ErrClientAuthUsage }
-
 // ParseClientAuth reads --client-auth.
 func ParseClientAuth(s string) (ClientAuthMode, error) {
 	switch s {
@@ -76,7 +70,7 @@ func ParseClientAuth(s string) (ClientAuthMode, error) {
 	case "require":
 		return ClientAuthRequire, nil
 	}
-	return 0, usageErr{fmt.Sprintf("--client-auth %q: give none, optional or require", s)}
+	return 0, optUsage(OptClientAuth, "%s %q: give none, optional or require", OptClientAuth, s)
 }
 
 // resolve checks that the flags fit together and fills in the default mode.
@@ -94,7 +88,7 @@ func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]string, erro
 	}
 	if mode == ClientAuthNone {
 		if given := c.given(); len(given) > 0 {
-			return 0, nil, usageErr{fmt.Sprintf("--client-auth none asks for no client certificate, so %s would do nothing: drop --client-auth none (or those flags)", strings.Join(given, ", "))}
+			return 0, nil, optUsage(OptClientAuth, "%s none asks for no client certificate, so %s would do nothing: drop %s none (or those flags)", OptClientAuth, given, OptClientAuth)
 		}
 		return mode, nil, nil
 	}
@@ -110,34 +104,34 @@ func (c ClientAuthConfig) resolve() (ClientAuthMode, map[certid.Pin]string, erro
 
 // allowLists are the name allow-lists with their flags.
 func (c ClientAuthConfig) allowLists() []struct {
-	flag string
+	opt  Option
 	vals []string
 } {
 	return []struct {
-		flag string
+		opt  Option
 		vals []string
-	}{{"--allow-cn", c.AllowCN}, {"--allow-dns", c.AllowDNS}, {"--allow-uri", c.AllowURI}, {"--allow-email", c.AllowEmail}}
+	}{{OptAllowCN, c.AllowCN}, {OptAllowDNS, c.AllowDNS}, {OptAllowURI, c.AllowURI}, {OptAllowEmail, c.AllowEmail}}
 }
 
 // given names the client-certificate flags that were given.
-func (c ClientAuthConfig) given() []string {
-	var given []string
+func (c ClientAuthConfig) given() []Option {
+	var given []Option
 	if c.CAFile != "" {
-		given = append(given, "--client-ca")
+		given = append(given, OptClientCA)
 	}
 	for _, n := range c.allowLists() {
 		if len(n.vals) > 0 {
-			given = append(given, n.flag)
+			given = append(given, n.opt)
 		}
 	}
 	if len(c.AllowSPKI) > 0 {
-		given = append(given, "--allow-spki")
+		given = append(given, OptAllowSPKI)
 	}
 	if len(c.CRLFiles) > 0 {
-		given = append(given, "--crl")
+		given = append(given, OptCRL)
 	}
 	if c.CRLStrict {
-		given = append(given, "--crl-strict")
+		given = append(given, OptCRLStrict)
 	}
 	return given
 }
@@ -148,24 +142,24 @@ func (c ClientAuthConfig) checkNeeds(mode ClientAuthMode) error {
 	named := c.allowLists()
 	if c.CAFile == "" {
 		if len(c.AllowSPKI) == 0 {
-			return usageErr{fmt.Sprintf("--client-auth %s needs --client-ca FILE (the CA that issues client certificates), or --allow-spki to pin client keys", mode)}
+			return optUsage(OptClientCA, "%s %s needs %s FILE (the CA that issues client certificates), or %s to pin client keys", OptClientAuth, mode, OptClientCA, OptAllowSPKI)
 		}
 		for _, n := range named {
 			if len(n.vals) > 0 {
-				return usageErr{n.flag + " needs --client-ca FILE: without a CA anyone can put any name in a certificate; pin keys with --allow-spki instead"}
+				return optUsage(n.opt, "%s needs %s FILE: without a CA anyone can put any name in a certificate; pin keys with %s instead", n.opt, OptClientCA, OptAllowSPKI)
 			}
 		}
 		if len(c.CRLFiles) > 0 {
-			return usageErr{"--crl needs --client-ca FILE, the CA whose revocations it lists"}
+			return optUsage(OptCRL, "%s needs %s FILE, the CA whose revocations it lists", OptCRL, OptClientCA)
 		}
 	}
 	if c.CRLStrict && len(c.CRLFiles) == 0 {
-		return usageErr{"--crl-strict needs --crl FILE"}
+		return optUsage(OptCRLStrict, "%s needs %s FILE", OptCRLStrict, OptCRL)
 	}
 	for _, n := range named {
 		for _, v := range n.vals {
 			if v == "" {
-				return usageErr{n.flag + " \"\": give a name"}
+				return optUsage(n.opt, "%s \"\": give a name", n.opt)
 			}
 		}
 	}
@@ -185,19 +179,19 @@ func (c ClientAuthConfig) parsePins() (map[certid.Pin]string, error) {
 		}
 		h, err := certid.ParsePin(pin)
 		if err != nil {
-			return nil, usageErr{fmt.Sprintf("--allow-spki: %v; a refused client's log line shows its key's pin, or run\n"+
-				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", err)}
+			return nil, optUsage(OptAllowSPKI, "%s: %v; a refused client's log line shows its key's pin, or run\n"+
+				"  openssl x509 -in CERT -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64", OptAllowSPKI, err)
 		}
 		if pin != s {
 			switch {
 			case c.CAFile != "":
-				return nil, usageErr{fmt.Sprintf("--allow-spki %s: a name for a pin is for pin-only mode; with --client-ca the certificate's verified names say who the client is: drop %q", s, name+"=")}
+				return nil, optUsage(OptAllowSPKI, "%s %s: a name for a pin is for pin-only mode; with %s the certificate's verified names say who the client is: drop %q", OptAllowSPKI, s, OptClientCA, name+"=")
 			case !rsyncd.SafeEnvValue(name):
-				return nil, usageErr{fmt.Sprintf("--allow-spki %s: the name %q is exported as SSL_CLIENT_S_DN_CN, so it must be one token of letters, digits and ._-:@+=, not starting with . or -", s, name)}
+				return nil, optUsage(OptAllowSPKI, "%s %s: the name %q is exported as SSL_CLIENT_S_DN_CN, so it must be one token of letters, digits and ._-:@+=, not starting with . or -", OptAllowSPKI, s, name)
 			}
 		}
 		if old, dup := pins[h]; dup && old != name {
-			return nil, usageErr{fmt.Sprintf("--allow-spki: pin %s is given twice, as %q and %q", h, old, name)}
+			return nil, optUsage(OptAllowSPKI, "%s: pin %s is given twice, as %q and %q", OptAllowSPKI, h, old, name)
 		}
 		pins[h] = name
 	}

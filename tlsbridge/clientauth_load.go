@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"os"
 	"time"
 
@@ -94,7 +93,7 @@ func (p *ClientPolicy) load() (*clientMaterial, error) {
 func readCABundle(name string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("--client-ca: %w", err)
+		return nil, optErr(OptClientCA, "%s: %w", OptClientCA, err)
 	}
 	var cas []*x509.Certificate
 	for {
@@ -108,12 +107,12 @@ func readCABundle(name string) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("--client-ca %s: certificate %d: %w", name, len(cas)+1, err)
+			return nil, optErr(OptClientCA, "%s %s: certificate %d: %w", OptClientCA, name, len(cas)+1, err)
 		}
 		cas = append(cas, c)
 	}
 	if len(cas) == 0 {
-		return nil, fmt.Errorf("--client-ca %s: no PEM certificate in it", name)
+		return nil, optErr(OptClientCA, "%s %s: no PEM certificate in it", OptClientCA, name)
 	}
 	return cas, nil
 }
@@ -143,17 +142,17 @@ func SplitCRLFile(b []byte) [][]byte {
 func readCRLs(name, caFile string, cas []*x509.Certificate) ([]*loadedCRL, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("--crl: %w", err)
+		return nil, optErr(OptCRL, "%s: %w", OptCRL, err)
 	}
 	ders := SplitCRLFile(b)
 	if len(ders) == 0 {
-		return nil, fmt.Errorf("--crl %s: no CRL in it (PEM \"X509 CRL\" or DER)", name)
+		return nil, optErr(OptCRL, "%s %s: no CRL in it (PEM \"X509 CRL\" or DER)", OptCRL, name)
 	}
 	var out []*loadedCRL
 	for _, der := range ders {
 		rl, err := x509.ParseRevocationList(der)
 		if err != nil {
-			return nil, fmt.Errorf("--crl %s: not a CRL (PEM \"X509 CRL\" or DER): %w", name, err)
+			return nil, optErr(OptCRL, "%s %s: not a CRL (PEM \"X509 CRL\" or DER): %w", OptCRL, name, err)
 		}
 		var issuer *x509.Certificate
 		var sigErr error
@@ -169,9 +168,9 @@ func readCRLs(name, caFile string, cas []*x509.Certificate) ([]*loadedCRL, error
 		if issuer == nil {
 			dn := certid.LogText(certid.FormatDN(rl.RawIssuer))
 			if sigErr != nil {
-				return nil, fmt.Errorf("--crl %s: signature does not verify against its issuer %s in --client-ca: %v", name, dn, sigErr)
+				return nil, optErr(OptCRL, "%s %s: signature does not verify against its issuer %s in %s: %v", OptCRL, name, dn, OptClientCA, sigErr)
 			}
-			return nil, fmt.Errorf("--crl %s: issued by %s, which is not a certificate in --client-ca %s (add the CA that signs it to the bundle)", name, dn, caFile)
+			return nil, optErr(OptCRL, "%s %s: issued by %s, which is not a certificate in %s %s (add the CA that signs it to the bundle)", OptCRL, name, dn, OptClientCA, caFile)
 		}
 		l := &loadedCRL{file: name, rl: rl, issuer: issuer, revoked: map[string]time.Time{}}
 		for _, e := range rl.RevokedCertificateEntries {

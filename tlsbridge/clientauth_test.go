@@ -58,7 +58,7 @@ func TestClientAuthUsage(t *testing.T) {
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: %v", tc.cfg, err)
-		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+		case tc.want != "" && (err == nil || !strings.Contains(flagText(err), tc.want)):
 			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.want)
 		case err != nil && !errors.Is(err, ErrClientAuthUsage):
 			t.Errorf("%+v: %v does not wrap ErrClientAuthUsage", tc.cfg, err)
@@ -218,7 +218,7 @@ func TestClientPolicyFiles(t *testing.T) {
 			}
 			continue
 		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || !strings.Contains(flagText(err), tc.want) {
 			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.want)
 		}
 		if errors.Is(err, ErrClientAuthUsage) {

@@ -20,8 +20,15 @@ import (
 //
 // hello is the start of what the client sent, for what crypto/tls does not
 // say: it reports a hello with no version it knows (SSL 3.0) as an empty
-// list.
-func explainHandshake(err error, timeout time.Duration, hello []byte) string {
+// list. tap, when not nil, saw the records crypto/tls read: the last one
+// is the record that failed.
+func explainHandshake(err error, timeout time.Duration, hello []byte, tap *recordTap) string {
+	if alert, ok := tap.plainAlert(); ok {
+		// Whatever crypto/tls made of it (bad record MAC under TLS 1.3,
+		// a record header error for a legacy version), the client said
+		// why it stopped.
+		return rejectedWith(alert)
+	}
 	if vs, ok := tlserr.OfferedVersions(err); ok {
 		var names []string
 		if len(vs) == 0 {
@@ -47,13 +54,22 @@ func explainHandshake(err error, timeout time.Duration, hello []byte) string {
 	case tlserr.NoSharedCipher(err):
 		return "no cipher suite in common with the client (we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1.2)"
 	case isAlert:
-		return "client rejected the handshake with alert \"" + alert.String() + "\" (does it trust our certificate's CA and name?)"
-	case errors.As(err, &rh) && rh.RecordHeader[0] != 0x16:
+		return rejectedWith(alert)
+	case errors.As(err, &rh) && rh.RecordHeader[0] != 0x16 && tap.firstRecord():
 		// Not even a handshake record; an oversized handshake record
 		// keeps crypto/tls's own words below.
 		return "not a TLS client hello"
 	}
 	return strings.TrimPrefix(err.Error(), "tls: ")
+}
+
+// rejectedWith names the alert a client ended the handshake with.
+func rejectedWith(alert tlserr.Alert) string {
+	s := "client rejected the handshake with alert \"" + alert.String() + "\""
+	if alert.IsCertificate() {
+		s += " (does it trust our certificate's CA and name?)"
+	}
+	return s
 }
 
 // HelloVersion reads the legacy client_version of a ClientHello at the
@@ -119,7 +135,9 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time
 	}
 
 	hello := append([]byte(nil), pc.buf...)
-	tc := tls.Server(ko.input(pc), ko.config(s.TLS))
+	in := ko.input(pc)
+	tap := &recordTap{r: in}
+	tc := tls.Server(readerConn{in, tap}, ko.config(s.TLS))
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	err = tc.HandshakeContext(hctx)
 	cancel()
@@ -131,7 +149,8 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time
 			lingerClose(raw)
 			return nil, ce
 		}
-		return nil, errors.New(explainHandshake(err, s.HandshakeTimeout, hello))
+		tap.finishAlert(raw)
+		return nil, errors.New(explainHandshake(err, s.HandshakeTimeout, hello, tap))
 	}
 	raw.SetDeadline(time.Time{})
 	return tc, nil

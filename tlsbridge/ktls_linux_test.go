@@ -496,7 +496,7 @@ func TestEnableKTLSOnThisKernel(t *testing.T) {
 	if !errors.As(err, &ke) || !ke.fallback {
 		t.Fatalf("enableKTLS = %v, want a failure the bridge can take over from", err)
 	}
-	if !strings.Contains(ke.explain(), "no TLS module") && !strings.Contains(ke.explain(), "AES-GCM") {
+	if !strings.Contains(ke.explain(), "no tls module") && !strings.Contains(ke.explain(), "AES-GCM") {
 		t.Errorf("explanation %q names neither the module nor the cipher", ke.explain())
 	}
 	// The socket still carries plain bytes both ways.

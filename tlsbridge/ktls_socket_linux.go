@@ -42,7 +42,7 @@ func (e *ktlsError) Unwrap() error { return e.err }
 func (e *ktlsError) explain() string {
 	switch {
 	case e.step == "TCP_ULP" && errors.Is(e.err, unix.ENOENT):
-		return "the kernel has no TLS module (setsockopt TCP_ULP \"tls\": ENOENT; load it with \"modprobe tls\", the package does so at boot)"
+		return noTLSModule
 	case e.step == "TLS_TX" && errors.Is(e.err, unix.ENOENT):
 		return "the kernel lacks the AES-GCM cipher for TLS (setsockopt TLS_TX: ENOENT; load the gcm module)"
 	}

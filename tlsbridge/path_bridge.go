@@ -32,6 +32,7 @@ func (b bridgePath) serve(sess *session) served {
 	}
 	out.pair = s.Pair.String()
 	defer pair.Ours.Close()
+	sess.started(out.path, out.pair, proc.cmd.Process.Pid)
 
 	stop := proc.termOnCancel(sess.ctx)
 	bs, idle := s.copyBoth(sess, pair.Ours)
@@ -90,6 +91,11 @@ func (s *Server) explainEnd(bs Stats, out served, peer string) error {
 		hint := ""
 		if s.Pair == PairUnix {
 			hint = "; an rsync newer than 3.5.0 does not take an AF_UNIX socket as its inetd stdin: use --pair tcp"
+		}
+		if cerr := s.CheckRsyncdConf(); IsConfError(cerr) {
+			// Rare, and rsync's reason went to its log or syslog:
+			// have it read its configuration again, to say why.
+			return fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting: %w", peer, out.rsyncExit, cerr)
 		}
 		return fmt.Errorf("start rsync for %s: rsync exited with status %d before its greeting (see rsync's log%s)", peer, out.rsyncExit, hint)
 	case bs.Err != nil:

@@ -69,6 +69,7 @@ func (k kernelPath) serve(sess *session) served {
 		out.err = fmt.Errorf("start rsync with %s: %w", sess.peer, err)
 		return out
 	}
+	sess.started(out.path, out.pair, proc.cmd.Process.Pid)
 	// rsync carries the session itself: the data path ends when it exits,
 	// or when the service stops.
 	stop := proc.termOnCancel(sess.ctx)

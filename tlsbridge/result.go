@@ -25,8 +25,10 @@ type Result struct {
 	Fallback FallbackReason
 	// RsyncExit is rsync's exit status, or -1 if rsync was never started.
 	RsyncExit int
-	In, Out   int64
-	Duration  time.Duration
+	// RsyncPID is rsync's process ID, 0 if rsync was never started.
+	RsyncPID int
+	In, Out  int64
+	Duration time.Duration
 	// Err is why the connection failed before or around rsync; nil when
 	// it was served, whatever rsync's own status.
 	Err error

@@ -47,6 +47,10 @@ type Server struct {
 	ModuleTimeout time.Duration
 	// Logf writes one event line; it must be safe for concurrent use.
 	Logf func(format string, args ...any)
+	// OnStart, when set, hears of each session whose rsync has started,
+	// with the summary's known part (no exit status, bytes or duration
+	// yet); it must be safe for concurrent use.
+	OnStart func(Result)
 }
 
 // session is one connection whose handshake the policy admitted: what
@@ -60,6 +64,8 @@ type session struct {
 	remote, local  netip.AddrPort
 	// env is rsync's environment.
 	env []string
+	// started is told by the data path that rsync runs.
+	started func(path, pair string, pid int)
 }
 
 // ServeConn runs one connection to its end and closes it: sniff, TLS
@@ -127,6 +133,7 @@ func (s *Server) serve(ctx context.Context, raw net.Conn, refuse string, why err
 		return res
 	}
 	res.Fallback = fallback
+	sess.started = func(path, pair string, pid int) { s.rsyncStarted(&res, path, pair, pid) }
 	KeepAlive(raw, s.Stall)
 	out := path.serve(sess)
 	res.DataPath, res.Pair, res.RsyncExit = out.path, out.pair, out.rsyncExit

@@ -120,10 +120,10 @@ done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Syscalls: one pull per binary with serve and the helper traced, one
-# file per thread; a thread that exec'd is rsync's, left out.
-count() { # DIR: "name count" per syscall over every file without an execve
+# file per thread; a process that exec'd rsync is serve's rsync, left out.
+count() { # DIR: "name count" per syscall over every file without an exec of rsync
 	local f
-	for f in "$1"/t.*; do grep -q '^execve(' "$f" && continue; cat "$f"; done |
+	for f in "$1"/t.*; do grep -q '^execve("[^"]*/rsync"' "$f" && continue; cat "$f"; done |
 		awk '!/^(\+\+\+|---)/ { sub(/\(.*/, ""); n[$0]++ } END { for (k in n) print k, n[k] }' | sort -k2,2nr
 }
 for b in "${bins[@]}"; do

@@ -53,6 +53,7 @@ type TLSReport struct {
 	Subject  string    `json:"subject,omitempty"`
 	Issuer   string    `json:"issuer,omitempty"`
 	Names    []string  `json:"names,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
 	NotAfter time.Time `json:"not_after,omitempty"`
 	DaysLeft int       `json:"days_left"`
 	Pin      string    `json:"pin,omitempty"`
@@ -76,6 +77,10 @@ type CheckOptions struct {
 	// in the listing: it tells open from needs-auth from denied, and
 	// makes the daemon log a session (see checker.openModule).
 	Open bool
+	// WarnDays fails the check when the server's certificate has this many
+	// whole days left or fewer; 0 still fails one that ends within a day.
+	// Negative: no expiry check beyond verification.
+	WarnDays int
 }
 
 // Check walks resolve, TCP, TLS, the rsync greeting and the module list
@@ -95,8 +100,28 @@ func Check(ctx context.Context, d *Dialer, o CheckOptions) Report {
 	ck.r.OK = len(ck.r.Hops) == 5
 	for _, h := range ck.r.Hops {
 		ck.r.OK = ck.r.OK && h.OK
+		if h.Hop == "tls" && h.OK && h.TLS != nil {
+			if e := expiryHop(h.TLS, o.WarnDays); e != nil {
+				ck.r.Hops = append(ck.r.Hops, *e)
+				ck.r.OK = false
+				break
+			}
+		}
 	}
 	return ck.r
+}
+
+// expiryHop is a failed "expiry" hop when the certificate has warnDays
+// whole days left or fewer (a monitoring job's --warn-days), nil when it
+// has more. The other hops are still walked: the server works, for now.
+func expiryHop(t *TLSReport, warnDays int) *HopReport {
+	if warnDays < 0 || t.DaysLeft > warnDays {
+		return nil
+	}
+	return &HopReport{Hop: "expiry", Kind: FailExpiry,
+		Error:  fmt.Sprintf("the server's certificate expires %s, in %d days (--warn-days %d)", t.NotAfter.Format(time.DateOnly), t.DaysLeft, warnDays),
+		Hint:   "renew it on the server; serve takes the renewed files within seconds, or at once with \"systemctl reload rsync-ssl.service\"",
+		Detail: t.NotAfter.Format(time.DateOnly)}
 }
 
 // checker carries what one hop hands the next.
@@ -179,6 +204,9 @@ func (ck *checker) handshake(ctx context.Context, h *HopReport) error {
 		h.TLS.Version = tls.VersionName(cs.Version)
 		h.TLS.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 		h.TLS.fill(cs.PeerCertificates[0])
+		if h.TLS.DaysLeft <= 0 {
+			h.Hint = "the server certificate expires within a day: renew it (and reload serve)"
+		}
 	case errors.As(err, &ce) && ce.Leaf != nil:
 		h.TLS.fill(ce.Leaf)
 		h.TLS.Verified = "REFUSED"
@@ -237,7 +265,7 @@ func (ck *checker) module(ctx context.Context, h *HopReport) error {
 		return err
 	}
 	if m == "" {
-		h.Detail = fmt.Sprintf("%d modules: %s", len(ck.info.Modules), strings.Join(ck.info.Modules, ", "))
+		h.Detail = fmt.Sprintf("%s: %s", modulesCount(len(ck.info.Modules)), strings.Join(ck.info.Modules, ", "))
 		return nil
 	}
 	for _, name := range ck.info.Modules {
@@ -248,7 +276,7 @@ func (ck *checker) module(ctx context.Context, h *HopReport) error {
 		}
 	}
 	return &HopError{Hop: "module " + m + " at", Peer: ck.c.Peer, Kind: FailOther,
-		Err:  fmt.Errorf("not in the module listing (%d modules: %s)", len(ck.info.Modules), strings.Join(ck.info.Modules, ", ")),
+		Err:  fmt.Errorf("not in the module listing (%s: %s)", modulesCount(len(ck.info.Modules)), strings.Join(ck.info.Modules, ", ")),
 		Hint: "a module with \"list = no\" is hidden: pass --open to ask for it directly"}
 }
 
@@ -299,8 +327,13 @@ func (ck *checker) request(req, what string) error {
 			ck.info.Answer = "denied"
 			ck.info.Lines = append(ck.info.Lines, line)
 			hint := "the server's rsyncd.conf refuses it (hosts allow/deny, module name); its log says why"
-			if strings.Contains(line, "Unknown module") {
+			switch {
+			case strings.Contains(line, "Unknown module"):
 				hint = "run check without MODULE to list the modules"
+			case strings.Contains(line, "max connections"):
+				// rsync's words past its "max connections", and
+				// serve's past --max-conns: nothing is refused.
+				hint = "the server is at its connection limit (rsyncd.conf \"max connections\", or serve --max-conns): try again later"
 			}
 			return &HopError{Hop: what + " at", Peer: c.Peer, Kind: FailOther,
 				Err: fmt.Errorf("denied: %s", clip(line)), Hint: hint}
@@ -329,6 +362,7 @@ func (t *TLSReport) fill(leaf *x509.Certificate) {
 	t.Subject = leaf.Subject.String()
 	t.Issuer = leaf.Issuer.String()
 	t.Names = certid.Names(leaf)
+	t.Serial = certid.FormatSerial(leaf)
 	t.NotAfter = leaf.NotAfter.UTC()
 	t.DaysLeft = int(math.Floor(time.Until(leaf.NotAfter).Hours() / 24))
 	t.Pin = certid.PinOf(leaf).String()
@@ -343,7 +377,7 @@ func (t *TLSReport) summary() string {
 		fmt.Sprintf("subject %q", t.Subject),
 		fmt.Sprintf("issuer %q", t.Issuer),
 		"names "+strings.Join(t.Names, " "),
-		fmt.Sprintf("expires %s (%d days)", t.NotAfter.Format("2006-01-02"), t.DaysLeft),
+		t.expiry(),
 		"key "+t.Pin,
 		t.Verified)
 	return strings.Join(parts, "; ")

@@ -29,16 +29,19 @@ const (
 	FailTimeout          FailKind = "timeout"
 	FailUnreachable      FailKind = "unreachable"
 	FailUnknownAuthority FailKind = "unknown-authority"
-	FailNameMismatch     FailKind = "name-mismatch"
-	FailExpired          FailKind = "expired"
-	FailNotYetValid      FailKind = "not-yet-valid"
-	FailPinMismatch      FailKind = "pin-mismatch"
-	FailPlainRsync       FailKind = "plain-rsync"
-	FailNotTLS           FailKind = "not-tls"
-	FailTLSAlert         FailKind = "tls-alert"
-	FailNotRsync         FailKind = "not-rsync"
-	FailTruncated        FailKind = "truncated"
-	FailOther            FailKind = "other"
+	// FailExpiry: the certificate is valid but ends within check's
+	// --warn-days.
+	FailExpiry       FailKind = "expiry"
+	FailNameMismatch FailKind = "name-mismatch"
+	FailExpired      FailKind = "expired"
+	FailNotYetValid  FailKind = "not-yet-valid"
+	FailPinMismatch  FailKind = "pin-mismatch"
+	FailPlainRsync   FailKind = "plain-rsync"
+	FailNotTLS       FailKind = "not-tls"
+	FailTLSAlert     FailKind = "tls-alert"
+	FailNotRsync     FailKind = "not-rsync"
+	FailTruncated    FailKind = "truncated"
+	FailOther        FailKind = "other"
 )
 
 // HopError names the hop and the peer of a failure and the fix to try:
