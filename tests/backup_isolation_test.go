@@ -38,8 +38,10 @@ func backupUsers(t *testing.T) map[string]int {
 	return uids
 }
 
-// procsOf lists the rsync processes running as uid.
-func procsOf(uid int) []int {
+// procsOf lists the rsync processes started by serve (parent) running as
+// uid. The parent matters: a container booted by another test may run its
+// own rsync as the same number.
+func procsOf(parent, uid int) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -48,8 +50,11 @@ func procsOf(uid int) []int {
 			continue
 		}
 		var st syscall.Stat_t
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st) == nil && int(st.Uid) == uid && strings.TrimSpace(string(comm)) == "rsync" {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		_, rest, _ := strings.Cut(string(stat), ") ")
+		f := strings.Fields(rest)
+		if syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st) == nil && int(st.Uid) == uid && strings.Contains(string(stat), "(rsync) ") &&
+			len(f) > 1 && f[1] == strconv.Itoa(parent) {
 			pids = append(pids, pid)
 		}
 	}
@@ -66,6 +71,28 @@ func attackHook(flag, report, key, creds string, servePid int) string {
 [ "$SSL_CLIENT_S_DN_CN" = alpha ] && [ -e %[1]s ] || exit 0
 exec >%[2]s 2>&1
 echo "hook uid=$(id -u) caps=$(grep CapEff /proc/self/status)"
+# This hook's own ancestors (its session's rsync) are its own.
+mine=""; x=$$
+while [ "$x" -gt 1 ]; do mine="$mine $x"; x=$(cut -d' ' -f4 /proc/$x/stat); done
+# serve's rsyncs and their children (the clients of this host are not the
+# point), found through /proc/PID/stat: the parent is the field after ") S".
+rsyncs_under() {
+	for s in /proc/[0-9]*/stat; do
+		line=$(cat "$s" 2>/dev/null) || continue
+		case "$line" in *"(rsync) "*) ;; *) continue ;; esac
+		rest=${line#*) }
+		[ "$(echo "$rest" | cut -d' ' -f2)" = "$1" ] && echo "${line%%%% *}"
+	done
+}
+top=$(rsyncs_under %[5]d | tr '\n' ' ')
+kids=""; for k in $top; do kids="$kids $(rsyncs_under $k | tr '\n' ' ')"; done
+echo "targets: $top / $kids (mine:$mine)"
+for p in $top $kids; do
+	case " $mine " in *" $p "*) continue ;; esac
+	echo "other $p"
+	if kill -STOP "$p" 2>/dev/null; then echo "SIGNALLED STOP $p"; fi
+	if kill -TERM "$p" 2>/dev/null; then echo "SIGNALLED TERM $p"; fi
+done
 for f in %[3]s %[4]s/key.pem /proc/%[5]d/root%[3]s; do
 	if head -c1 "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "denied $f"; fi
 done
@@ -74,18 +101,6 @@ if head -c1 /proc/%[5]d/environ >/dev/null 2>&1; then echo "READ serve environ";
 if dd if=/proc/%[5]d/mem bs=1 count=1 skip=4194304 >/dev/null 2>&1; then echo "READ serve mem"; fi
 for e in /proc/[0-9]*/environ; do
 	if { tr "\\0" "\\n" <"$e"; } 2>/dev/null | grep -q "^SSL_CLIENT_S_DN_CN=bravo"; then echo "READ bravo environ $e"; fi
-done
-# This hook's own ancestors (its session's rsync) are its own.
-mine=""; x=$$
-while [ "$x" -gt 1 ]; do mine="$mine $x"; x=$(cut -d' ' -f4 /proc/$x/stat); done
-# serve's rsyncs and their children (the clients of this host are not the point).
-top=$(pgrep -x rsync -P %[5]d | tr '\n' ' ')
-kids=""; for k in $top; do kids="$kids $(pgrep -x rsync -P $k | tr '\n' ' ')"; done
-echo "targets: $top / $kids (mine:$mine)"
-for p in $top $kids; do
-	case " $mine " in *" $p "*) continue ;; esac
-	if kill -STOP "$p" 2>/dev/null; then echo "SIGNALLED STOP $p"; fi
-	if kill -TERM "$p" 2>/dev/null; then echo "SIGNALLED TERM $p"; fi
 done
 echo done
 `, flag, report, key, creds, servePid)
@@ -105,7 +120,6 @@ func TestBackupIsolation(t *testing.T) {
 		}
 		t.Skip("needs root: serve starts rsync as root, which switches to each module's user")
 	}
-	needTool(t, "pgrep")
 	rsync := rsyncPath(t)
 	uids := backupUsers(t)
 	p := newPKI(t)
@@ -199,10 +213,10 @@ timeout = 600
 		}
 		done := make(chan res, 1)
 		go func() {
-			out, code := client("bravo", "-a", "--bwlimit=1m", "localhost::backup/", dst+"/")
+			out, code := client("bravo", "-a", "--bwlimit=400", "localhost::backup/", dst+"/")
 			done <- res{out, code}
 		}()
-		mustWaitFor(t, 20*time.Second, "bravo's rsync running as rsslt-bravo", func() bool { return len(procsOf(uids["bravo"])) > 0 })
+		mustWaitFor(t, 20*time.Second, "bravo's rsync running as rsslt-bravo", func() bool { return len(procsOf(cmd.Process.Pid, uids["bravo"])) > 0 })
 		writeFile(t, flag, "", 0o644)
 		out, code := client("alpha", "-a", "localhost::backup/", t.TempDir()+"/")
 		os.Remove(flag)
@@ -216,8 +230,8 @@ timeout = 600
 		if strings.Contains(rep, "READ") || strings.Contains(rep, "SIGNALLED") || !strings.Contains(rep, "done") {
 			t.Errorf("alpha's hook reached the key, the credentials, serve or bravo's session, or did not finish:\n%s", rep)
 		}
-		if !strings.Contains(rep, "denied "+key) {
-			t.Errorf("the hook did not try the key:\n%s", rep)
+		if !strings.Contains(rep, "denied "+key) || !strings.Contains(rep, "other ") {
+			t.Errorf("the hook did not try the key, or found no other session's rsync:\n%s", rep)
 		}
 		r := <-done
 		if r.code != 0 {
@@ -237,7 +251,7 @@ timeout = 600
 				outs[i], codes[i] = client("bravo", "-a", "--bwlimit=1m", "localhost::backup/", t.TempDir()+"/")
 			}()
 		}
-		mustWaitFor(t, 30*time.Second, "four sessions as rsslt-bravo", func() bool { return len(procsOf(uids["bravo"])) >= 4 })
+		mustWaitFor(t, 30*time.Second, "four sessions as rsslt-bravo", func() bool { return len(procsOf(cmd.Process.Pid, uids["bravo"])) >= 4 })
 		out, code := client("alpha", "-a", "localhost::backup/", t.TempDir()+"/")
 		if code == 0 || !strings.Contains(out, "@ERROR: max connections (4) reached") {
 			t.Errorf("a fifth session (exit %d), want rsync's own refusal:\n%s", code, out)
