@@ -163,7 +163,9 @@ matrix:
 
 # The kernel TLS data path in a VM: Debian's own kernel (fetched once into
 # tests/.cache/ktls) under qemu's TCG, stock clients, both data paths'
-# server CPU (about 3 minutes).
+# server CPU; once with serve started by hand (about 3 minutes), once as
+# installed from the .deb under systemd (about 3 minutes, plus a one-time
+# debootstrap).
 test-ktls: deps
 	CI=true $(GO) test -count=1 -timeout 30m -v -run 'TestKTLS' ./tests/
 
