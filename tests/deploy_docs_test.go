@@ -159,7 +159,7 @@ func checkNamedPaths(t *testing.T, root string) {
 				u = u[:i+1] + u[strings.LastIndex(u, "."):]
 			}
 			checked++
-			if !shipped["/lib/systemd/system/"+u] {
+			if !shipped["/usr/lib/systemd/system/"+u] {
 				t.Errorf("%s names the unit %s, which the package does not ship", name, u)
 			}
 		}
