@@ -185,10 +185,11 @@ bench: build bench-deps
 	./tests/bench/bench.sh ./$(BIN)
 	./tests/bench/syscalls.sh ./$(BIN) $(BENCH_OLD)
 
-# The Debian package as installed, in a booted Debian 12 (systemd-nspawn),
-# beside plain rsync.service and stunnel, all in one container (about 10
-# minutes, as root; not part of make test): writes the "As installed" section
-# of docs/benchmarks.md. BENCH_QUICK=1: a smoke run.
+# The Debian package as installed, in a booted Debian 12 and then Debian 13
+# (systemd-nspawn), beside plain rsync.service and stunnel, all in one
+# container per release (about 10 minutes each, as root; not part of make
+# test): writes an "As installed" section per release in docs/benchmarks.md.
+# BENCH_QUICK=1: a smoke run; BENCH_SUITES=trixie: one release.
 bench-installed: build
 	./tests/bench/installed.sh
 
