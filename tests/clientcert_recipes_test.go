@@ -160,6 +160,7 @@ pre-xfer exec = %[2]s
 // self-signed certificate with openssl and the admin takes its pin with the
 // documented pipeline.
 func TestRecipePinnedKey(t *testing.T) {
+	slowTier(t, "recipe")
 	openssl := needTool(t, "openssl")
 	p := newPKI(t)
 	rsync := rsyncPath(t)

@@ -77,6 +77,10 @@ func TestServePairs(t *testing.T) {
 	makeTree(t, src, 4, 200)
 	for _, pair := range []string{"tcp", "unix"} {
 		t.Run(pair, func(t *testing.T) {
+			if pair == "tcp" {
+				// The default, which TestServeModes covers in -short.
+				slowTier(t, "second socket pair")
+			}
 			rd := newRsyncd(t)
 			copyTree(t, src, rd.Data)
 			s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--pair", pair))
