@@ -36,6 +36,9 @@ func testInstalledBackup(t *testing.T, c *container, pki *PKI, rsyncSSL string) 
 	t.Cleanup(func() { c.exec(t, time.Minute, "systemctl", "stop", "rsync-ssl.service") })
 	c.must(t, "sh", "-ec", "cd /root\n"+backupRecipe(t))
 	hook := "/usr/local/bin/backup-attack"
+	// Until the attack, the hook lets every session through.
+	writeFile(t, filepath.Join(c.root, strings.TrimPrefix(hook, "/")), "#!/bin/sh\nexit 0\n", 0o755)
+	t.Cleanup(func() { os.Remove(filepath.Join(c.root, strings.TrimPrefix(hook, "/"))) })
 	conf := filepath.Join(c.root, "etc/rsync-ssl/rsyncd.conf")
 	writeFile(t, conf, readFileT(t, conf)+"\tpre-xfer exec = "+hook+"\n", 0o644)
 
@@ -102,13 +105,15 @@ func testInstalledBackup(t *testing.T, c *container, pki *PKI, rsyncSSL string) 
 			out, _ := c.exec(t, time.Minute, "sh", "-c", fmt.Sprintf("grep -l '^Uid:.*\\b%d\\b' /proc/[0-9]*/status 2>/dev/null", uid("bravo")))
 			return serve > 0 && strings.TrimSpace(out) != ""
 		})
-		report := "/root/attack-report"
+		// Where the hook can see and write: ProtectHome= hides /root.
+		report := "/srv/rsync-ssl/attack-report"
 		writeFile(t, filepath.Join(c.root, strings.TrimPrefix(hook, "/")),
-			attackHook("/root/attack", report, "/etc/rsync-ssl/private/key.pem", "/run/credentials/rsync-ssl.service", serve), 0o755)
-		writeFile(t, filepath.Join(c.root, "root/attack"), "", 0o644)
+			attackHook("/srv/rsync-ssl/attack", report, "/etc/rsync-ssl/private/key.pem", "/run/credentials/rsync-ssl.service", serve), 0o755)
+		writeFile(t, filepath.Join(c.root, "srv/rsync-ssl/attack"), "", 0o644)
 		out, code := client("alpha", "-a", "rsync://localhost/backup/", t.TempDir()+"/")
-		os.Remove(filepath.Join(c.root, "root/attack"))
-		rep := readFileT(t, filepath.Join(c.root, "root/attack-report"))
+		os.Remove(filepath.Join(c.root, "srv/rsync-ssl/attack"))
+		b, _ := os.ReadFile(filepath.Join(c.root, "srv/rsync-ssl/attack-report"))
+		rep := string(b)
 		t.Logf("alpha's hook:\n%s", rep)
 		if code != 0 {
 			t.Errorf("alpha's pull with the hook (exit %d):\n%s", code, out)
