@@ -71,6 +71,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	// Before anything can be written: under inetd/xinetd fd 1 and 2 may be
 	// the client's socket.
 	fdErr := runas.CloseInheritedOnExec()
+	if err := runas.Undumpable(); err != nil && fdErr == nil {
+		// A hook that became our uid could otherwise read our memory
+		// (the key) through /proc/PID/mem.
+		fdErr = err
+	}
 	stdio := activation.ProtectStdio()
 	log := newLogger(stderr)
 	var rsyncStderr io.Writer = stderr
@@ -205,7 +210,7 @@ func serveFlags(o *serveOptions, log *logger) *flag.FlagSet {
 	fs.DurationVar(&o.handshake, "handshake-timeout", 10*time.Second, "give up on a client that has not finished the TLS handshake within `DURATION`")
 	fs.StringVar(&o.rsyncPath, "rsync", "rsync", "rsync `PATH` (looked up in $PATH if it has no slash)")
 	fs.StringVar(&o.rsyncConf, "rsyncd-conf", "", "rsyncd.conf `FILE`, passed to rsync as --config (default: rsync's own, /etc/rsyncd.conf)")
-	fs.StringVar(&o.rsyncUser, "rsync-user", "", "run rsync and its hooks as `USER[:GROUP]` (a local user; its groups from\n/etc/group), with no capabilities and none of our environment, so that nothing\nrsync starts can open --key; needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL")
+	fs.StringVar(&o.rsyncUser, "rsync-user", "", "run rsync and its hooks as `USER[:GROUP]` (a local user; its groups from\n/etc/group), with no capabilities and none of our environment, so that nothing\nrsync starts can open --key; needs root, or CAP_SETUID, CAP_SETGID and CAP_KILL.\nroot: for rsyncd.conf's uid/gid/use chroot, rsync as root in a mount namespace\nwithout --key's directory or the credentials, with only CAP_SETUID, CAP_SETGID\nand CAP_SYS_CHROOT; serve also needs CAP_SYS_CHROOT and CAP_SYS_ADMIN")
 	fs.Var(&o.rsyncArgs, "rsync-arg", "extra `ARG` for rsync --daemon (repeatable), e.g. --rsync-arg=--log-file=/var/log/rsync-ssl.log")
 	fs.StringVar(&o.pairName, "pair", "auto", "`KIND` of socket pair to rsync: tcp (loopback TCP, works with every rsync and\nmeasured fastest), unix (AF_UNIX, rsync 3.5.0 and older only), or auto (tcp)")
 	fs.StringVar(&o.proxyName, "proxy-protocol", "auto", "`MODE` by which rsync learns the client address: hosts (rsync >= 3.5.0),\nplain (rsync 3.2.7 to 3.4.x), off (rsync sees 127.0.0.1), or auto (from the binary)")

@@ -14,3 +14,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "rsync-ssl-shim serve: the server runs on Linux only; this build has the client commands (connect, rsync, check)")
 	return exitFailure
 }
+
+// runRsyncExec exists on Linux only, for serve.
+func runRsyncExec(args []string, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "rsync-ssl-shim rsync-exec: Linux only")
+	return exitFailure
+}

@@ -65,6 +65,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runRsync(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "rsync-exec":
+		// serve's own helper for --rsync-user root; not in the list above.
+		return runRsyncExec(args[1:], stderr)
 	case "version", "--version", "-V":
 		fmt.Fprint(stdout, versionText())
 		return exitOK

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/runas"
+	"golang.org/x/sys/unix"
 )
 
 // servePlan is the server plus what the accept loop needs to reload.
@@ -173,7 +175,31 @@ func rsyncStart(o *serveOptions, info *rsyncd.Info) (rsyncd.Command, []string, e
 		return cmd, nil, err
 	}
 	cmd.User = rsyncCredential(runAs)
+	if runAs.IsRoot() {
+		if cmd.Isolate, err = isolation(o, info); err != nil {
+			return cmd, nil, err
+		}
+	} else if err := runas.DropCaps(unix.CAP_SYS_ADMIN, unix.CAP_SYS_CHROOT); err != nil && !errors.Is(err, runas.ErrThreadsUnsupported) {
+		return cmd, nil, err
+	}
 	return cmd, tlsbridge.WithUser(env, runAs.Name, runAs.Home), nil
+}
+
+// isolation is --rsync-user root: rsync as uid 0, so that rsyncd.conf's
+// "uid =" and "use chroot = yes" work, started through our own rsync-exec
+// in a mount namespace where the key's directory and the credentials are
+// covered, with only CAP_SETUID, CAP_SETGID and CAP_SYS_CHROOT.
+func isolation(o *serveOptions, info *rsyncd.Info) (*rsyncd.Isolation, error) {
+	if err := runas.CheckIsolated(); err != nil {
+		return nil, err
+	}
+	hide, err := runas.HiddenPaths(o.keys, os.Getenv("CREDENTIALS_DIRECTORY"), o.rsyncConf, info.Path)
+	if err != nil {
+		return nil, err
+	}
+	// /proc/self/exe is this binary even once a package upgrade has
+	// replaced the file.
+	return &rsyncd.Isolation{Helper: "/proc/self/exe", Hide: hide}, nil
 }
 
 // pairKind maps --pair.

@@ -123,13 +123,16 @@ func securityScore(t *testing.T, sa, dir, svc string) float64 {
 }
 
 // TestDeployUnitsSecurity holds both shipped services to an exposure score
-// of at most 1.4, and with each documented drop-in to at most 2.1. Starting
+// of at most 1.9, and with each documented drop-in to at most 2.1. Starting
 // rsync as _rsync-ssl (so that it cannot open the key) costs 0.6 of it:
 // CAP_SETUID and CAP_SETGID, setgroups() from @privileged, CAP_KILL, the
-// ambient set, and the other users visible (PrivateUsers=no).
+// ambient set, and the other users visible (PrivateUsers=no). --rsync-user
+// root (backups: rsync's own uid and chroot, with the key out of rsync's
+// view) costs 0.5 more: CAP_SYS_ADMIN for rsync's mount namespace, mount()
+// and chroot() from @mount, CAP_SYS_CHROOT, RestrictNamespaces=mnt.
 func TestDeployUnitsSecurity(t *testing.T) {
 	sa := needTool(t, "systemd-analyze")
-	const limit, dropinLimit = 1.4, 2.1
+	const limit, dropinLimit = 1.9, 2.1
 	for _, svc := range shippedServices {
 		score := securityScore(t, sa, unitDir(t), svc)
 		t.Logf("%s: exposure %.1f", svc, score)

@@ -230,6 +230,9 @@ type Command struct {
 	KnowsProxyProtocol bool
 	// User, when set, is whom rsync runs as (--rsync-user).
 	User *Credential
+	// Isolate, when set, starts rsync through a helper that covers
+	// directories in a mount namespace of rsync's own (--rsync-user root).
+	Isolate *Isolation
 	// Launch, when set, runs the exec.Cmd's Start for Start: the caller
 	// uses it to start rsync from a thread without ambient capabilities.
 	Launch func(start func() error) error
@@ -258,6 +261,23 @@ func (r Command) OwnSocket() Command {
 	r.KnowsProxyProtocol = r.KnowsProxyProtocol || r.Proxy != ProxyOff
 	r.Proxy = ProxyOff
 	return r
+}
+
+// Isolation is how rsync is started in a mount namespace of its own: Helper
+// (this binary) runs "rsync-exec --hide DIR ... -- RSYNC ARGS...", covers each
+// directory and execs rsync.
+type Isolation struct {
+	Helper string
+	Hide   []string
+}
+
+// wrap is the helper's command line around rsync's argv.
+func (i *Isolation) wrap(argv []string) []string {
+	w := []string{i.Helper, "rsync-exec"}
+	for _, d := range i.Hide {
+		w = append(w, "--hide", d)
+	}
+	return append(append(w, "--"), argv...)
 }
 
 // Credential is a user rsync runs as: uid, gid and supplementary groups.

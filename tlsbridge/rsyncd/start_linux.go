@@ -16,6 +16,9 @@ import (
 func (r *Command) Start(stdin *os.File, trust string, env []string, stderr io.Writer) (*exec.Cmd, error) {
 	argv := r.Argv(trust)
 	cmd := &exec.Cmd{Path: r.Path, Args: argv, Env: env, Stdin: stdin, Stderr: stderr}
+	if r.Isolate != nil {
+		cmd.Path, cmd.Args = r.Isolate.Helper, r.Isolate.wrap(argv)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// If we die, rsync must not live on as an orphan holding a
 		// half-written transfer; SIGTERM lets it remove its temp file.
