@@ -114,6 +114,7 @@ echo done
 // session over "max connections = 4" gets rsync's own refusal; a pushed
 // symlink does not lead out of the chroot.
 func TestBackupIsolation(t *testing.T) {
+	slowTier(t, "backup isolation")
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("needs root: serve starts rsync as root, which switches to each module's user (CI=true: not skipped)")

@@ -21,6 +21,7 @@ func TestClientStunnelIPv4(t *testing.T) {
 }
 
 func TestClientStunnelName(t *testing.T) {
+	slowTier(t, "client interop")
 	pki := newPKI(t)
 	rd := newClientRsyncd(t)
 	port := startStunnelRsync(t, pki.Cert, pki.Key, rd, "127.0.0.1")
@@ -31,6 +32,7 @@ func TestClientStunnelName(t *testing.T) {
 }
 
 func TestClientStunnelIPv6(t *testing.T) {
+	slowTier(t, "client interop")
 	pki := newPKI(t)
 	rd := newClientRsyncd(t)
 	port := startStunnelRsync(t, pki.Cert, pki.Key, rd, "::1")
@@ -47,6 +49,7 @@ func TestClientNginxProxyProtocol(t *testing.T) {
 }
 
 func TestClientNginxIPv6(t *testing.T) {
+	slowTier(t, "client interop")
 	pki := newPKI(t)
 	port, rd := startNginxRsync(t, pki, "::1")
 	roundTrip(t, rd, fmt.Sprintf("rsyncs://[::1]:%d/", port), []string{"RSYNC_SSL_CA_CERT=" + pki.CA})

@@ -195,6 +195,7 @@ func TestClientConnectionErrors(t *testing.T) {
 			fmt.Sprintf(`rsync greeting from 127.0.0.1:%d: the TLS server is not an rsync daemon: it sent "HTTP/1.`, port))
 	})
 	t.Run("TLS peer that never greets", func(t *testing.T) {
+		slowTier(t, "timeout")
 		openssl := needTool(t, "openssl")
 		pki := newPKI(t)
 		port := freePort(t, "127.0.0.1")

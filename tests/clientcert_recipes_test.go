@@ -30,6 +30,7 @@ func (s *server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 // Recipe 1: one module, each host in its own tree.
 func TestRecipePerHostModule(t *testing.T) {
+	slowTier(t, "recipe")
 	p := newPKI(t)
 	rsync := rsyncPath(t)
 	base := t.TempDir()
@@ -109,6 +110,7 @@ exit 1
 // Recipe 2: which host may use which module, decided by rsync's own
 // pre-xfer exec.
 func TestRecipePerModuleAuthorization(t *testing.T) {
+	slowTier(t, "recipe")
 	p := newPKI(t)
 	rsync := rsyncPath(t)
 	dir := t.TempDir()
@@ -158,6 +160,7 @@ pre-xfer exec = %[2]s
 // self-signed certificate with openssl and the admin takes its pin with the
 // documented pipeline.
 func TestRecipePinnedKey(t *testing.T) {
+	slowTier(t, "recipe")
 	openssl := needTool(t, "openssl")
 	p := newPKI(t)
 	rsync := rsyncPath(t)

@@ -327,6 +327,7 @@ func TestClientCertTLS12(t *testing.T) {
 // TestClientCertCRLReload: a long-running listener picks up a reissued
 // CRL by itself, so a certificate revoked after start is refused.
 func TestClientCertCRLReload(t *testing.T) {
+	slowTier(t, "reload and idle timing")
 	p := newPKI(t)
 	rsync := rsyncPath(t)
 	rd := newRsyncd(t)

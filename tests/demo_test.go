@@ -15,6 +15,7 @@ import (
 // first command must pass every time, on a loaded two-CPU machine too, and
 // say what happened at every step.
 func TestDemo(t *testing.T) {
+	slowTier(t, "demo")
 	for _, p := range []string{"rsync", "rsync-ssl", "openssl", "systemd-socket-activate", "ss", "pgrep"} {
 		needTool(t, p)
 	}

@@ -519,6 +519,7 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 	})
 
 	testInstalledDefault(t, c, pki, env, data, deb)
+	t.Run("backup-recipe", func(t *testing.T) { testInstalledBackup(t, c, pki, rsyncSSL) })
 	t.Run("isolated-burst", func(t *testing.T) { testIsolatedBurst(t, c, env, rsyncSSL) })
 
 	t.Run("purge", func(t *testing.T) {

@@ -27,6 +27,7 @@ func makeVar(t *testing.T, name string) []string {
 // the Makefile's DEMO_DEBS (what "make demo-deps" installs), as the script
 // says, and DEMO_DEBS holds nothing else.
 func TestDemoDeps(t *testing.T) {
+	slowTier(t, "packaging")
 	dpkg := needTool(t, "dpkg")
 	demo := readFileT(t, filepath.Join(repoRoot(t), "tests", "demo.sh"))
 	m := regexp.MustCompile(`(?m)^need="([^"]*)"`).FindStringSubmatch(demo)

@@ -56,6 +56,7 @@ func (n *netCut) cut(t *testing.T) {
 // TestFaultNetworkCut takes the link down mid-transfer. serve must notice:
 // a pull through its stalled writes, a push through TCP keepalive.
 func TestFaultNetworkCut(t *testing.T) {
+	slowTier(t, "fault")
 	for _, push := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) {
 			n := newNetCut(t)

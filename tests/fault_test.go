@@ -277,6 +277,7 @@ func lastShimLine(log string) string {
 }
 
 func TestFaultRsyncKilled(t *testing.T) {
+	slowTier(t, "fault")
 	for _, push := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) {
 			r := newFaultRig(t)
@@ -298,6 +299,7 @@ func TestFaultRsyncKilled(t *testing.T) {
 }
 
 func TestFaultClientKilled(t *testing.T) {
+	slowTier(t, "fault")
 	for _, push := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pull", true: "push"}[push], func(t *testing.T) {
 			r := newFaultRig(t)
@@ -317,6 +319,7 @@ func TestFaultClientKilled(t *testing.T) {
 // writes fill the socket buffers and stop, and --stall-timeout must end the
 // session.
 func TestFaultClientStopsReading(t *testing.T) {
+	slowTier(t, "fault")
 	r := newFaultRig(t)
 	c, dest := r.client(t, false)
 	r.midTransfer(t)
@@ -334,6 +337,7 @@ func TestFaultClientStopsReading(t *testing.T) {
 
 // TestFaultShimKilled kills serve itself: rsync must not live on.
 func TestFaultShimKilled(t *testing.T) {
+	slowTier(t, "fault")
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		for _, push := range []bool{false, true} {
 			name := map[bool]string{false: "pull", true: "push"}[push] + "-" + map[syscall.Signal]string{syscall.SIGKILL: "kill9", syscall.SIGTERM: "term"}[sig]
@@ -361,6 +365,7 @@ func TestFaultShimKilled(t *testing.T) {
 // TestFaultDiskFull pushes into a module on a 20 MiB tmpfs holding the old
 // tree: the new 16 MiB file's temporary copy cannot fit beside the old one.
 func TestFaultDiskFull(t *testing.T) {
+	slowTier(t, "fault")
 	if os.Getuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}

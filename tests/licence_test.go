@@ -246,6 +246,7 @@ func TestLicenceCopyright(t *testing.T) {
 // runs lintian --pedantic on it: the DEP-5 checks of debian/copyright are
 // source checks, which the binary package's lint does not make.
 func TestLicenceSourceLint(t *testing.T) {
+	slowTier(t, "source package lint")
 	needTool(t, "lintian")
 	dpkgSource := needTool(t, "dpkg-source")
 	git := needTool(t, "git")

@@ -248,6 +248,7 @@ backend shims
 // the client's retry completes with every checksum matching; a PROXY header
 // sent straight to a server is refused. It also measures the balancer hop.
 func TestScaleOutHAProxy(t *testing.T) {
+	slowTier(t, "scale-out")
 	haproxy := needTool(t, "haproxy")
 	ssa := needTool(t, "systemd-socket-activate")
 	rsync := rsyncPath(t)

@@ -640,6 +640,7 @@ mv %s.tmp %s
 // listen. With net.ipv4.ip_nonlocal_bind=1 it can bind that address after
 // all; this shows what then happens, in a network namespace of our own.
 func TestSecurityUnbindableAddressNonlocalBind(t *testing.T) {
+	slowTier(t, "network namespace")
 	start := time.Now()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a network namespace")

@@ -34,6 +34,9 @@ type badInput struct {
 	lines int           // log lines expected (0 means 1)
 	bound time.Duration // serve must have exited this long after the connection (0: 5s)
 	check func(t *testing.T, clientOut string)
+	// slow: the case takes seconds by design (a timeout, or openssl
+	// s_client's two seconds); go test -short skips it.
+	slow bool
 }
 
 // refused is the log line of a connection turned away before rsync.
@@ -216,12 +219,14 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "openssl-tls1.0",
+			slow:   true,
 			input:  "openssl s_client -tls1",
 			client: opensslClient("-tls1 -cipher DEFAULT@SECLEVEL=0", ""),
 			want:   refused(`client offered only TLS 1\.0; TLS 1\.2 or newer is required`),
 		},
 		{
 			name:   "openssl-tls1.1",
+			slow:   true,
 			input:  "openssl s_client -tls1_1",
 			client: opensslClient("-tls1_1 -cipher DEFAULT@SECLEVEL=0", ""),
 			want:   refused(`client offered only TLS 1\.1(, TLS 1\.0)?; TLS 1\.2 or newer is required`),
@@ -234,24 +239,28 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "no-shared-cipher-ecdhe-cbc",
+			slow:   true,
 			input:  "openssl s_client -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384 (CBC only)",
 			client: opensslClient("-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384", ""),
 			want:   refused(`no cipher suite in common with the client \(we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1\.2\)`),
 		},
 		{
 			name:   "no-shared-cipher-tls13-ccm",
+			slow:   true,
 			input:  "openssl s_client -tls1_3 -ciphersuites TLS_AES_128_CCM_SHA256",
 			client: opensslClient("-tls1_3 -ciphersuites TLS_AES_128_CCM_SHA256", ""),
 			want:   refused(`no cipher suite in common with the client \(we take AES-GCM or ChaCha20-Poly1305, with ECDHE under TLS 1\.2\)`),
 		},
 		{
 			name:   "no-shared-group",
+			slow:   true,
 			input:  "openssl s_client -groups ffdhe2048 (finite-field DH only)",
 			client: opensslClient("-groups ffdhe2048", ""),
 			want:   refused(`no key exchanges supported by both client and server`),
 		},
 		{
 			name:   "silent",
+			slow:   true,
 			input:  "connect, send nothing",
 			client: rawClient(nil, 3*time.Second, false),
 			want:   refused(`client sent nothing within 1s`),
@@ -277,6 +286,7 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "truncated-then-silent",
+			slow:   true,
 			input:  "30 bytes of a ClientHello, then nothing",
 			client: rawClient(truncated, 3*time.Second, false),
 			want:   refused(`handshake not finished within 1s`),
@@ -284,6 +294,7 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "slowloris-hello",
+			slow:   true,
 			input:  "a ClientHello at one byte a second",
 			args:   []string{"--handshake-timeout", "3s"},
 			client: slowClient(helloRecord(0x0303), time.Second, 6*time.Second),
@@ -292,6 +303,7 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "slowloris-prefix",
+			slow:   true,
 			input:  "@RSY at one byte a second (never decidable)",
 			args:   []string{"--handshake-timeout", "3s"},
 			client: slowClient([]byte("@RSY"), time.Second, 6*time.Second),
@@ -300,6 +312,7 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "renegotiation",
+			slow:   true,
 			input:  "openssl s_client -tls1_2, then R (renegotiate) after the handshake",
 			client: opensslClient("-tls1_2", "R\n"),
 			want:   served(`.* error="bridge with PEER: client tried to renegotiate TLS \(refused, the session ends\): client to rsync: tls: .*"`),
@@ -308,6 +321,7 @@ func badInputs(t *testing.T) []badInput {
 		},
 		{
 			name:   "renegotiation-legacy",
+			slow:   true,
 			input:  "openssl s_client -tls1_2 -legacy_renegotiation, then R",
 			client: opensslClient("-tls1_2 -legacy_renegotiation", "R\n"),
 			want:   served(`.* error="bridge with PEER: client tried to renegotiate TLS \(refused, the session ends\): client to rsync: tls: .*"`),
@@ -375,6 +389,9 @@ func TestServeBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.slow {
+				slowTier(t, "bad input timing")
+			}
 			before := countStarts(t, starts)
 			host := "127.0.0.1"
 			if tc.v6 {

@@ -86,6 +86,7 @@ func servedSerial(t *testing.T, addr string, p *PKI) string {
 // certificate is served after SIGHUP, and again after the files change with
 // no signal at all; with --exit-idle the process ends by itself.
 func TestServeReloadAndExitIdle(t *testing.T) {
+	slowTier(t, "reload and idle timing")
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	rd := newRsyncd(t)

@@ -24,6 +24,7 @@ import (
 // listing or rsync's max-connections line within the handshake timeout plus
 // 3 s; serve's peak RSS stays within 128 MiB.
 func TestServeFlood(t *testing.T) {
+	slowTier(t, "flood")
 	pki := newPKI(t)
 	rd := newRsyncd(t)
 	makeTree(t, rd.Data, 0, 3)

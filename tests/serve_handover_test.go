@@ -84,6 +84,7 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 // transfer intact; and the newest process does not exit idle while an older
 // one still serves.
 func TestServeHandover(t *testing.T) {
+	slowTier(t, "hand-over")
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	rd := newRsyncd(t)

@@ -113,6 +113,7 @@ func TestServeOverloadAnswer(t *testing.T) {
 	})
 
 	t.Run("per-source", func(t *testing.T) {
+		slowTier(t, "load")
 		s := startMode(t, "acceptno", serveArgs(pki, rd, rsyncPath(t), "--max-conns", "8", "--max-conns-per-source", "1",
 			"--max-conns-wait", "200ms", "--module-timeout", "0"))
 		dialRsyncTLS(t, s, pki, "127.0.0.1", "").holding(t)
@@ -131,6 +132,7 @@ func TestServeOverloadAnswer(t *testing.T) {
 	})
 
 	t.Run("per-source-behind-proxy", func(t *testing.T) {
+		slowTier(t, "load")
 		s := startMode(t, "acceptno", serveArgs(pki, rd, rsyncPath(t), "--max-conns", "8", "--max-conns-per-source", "1",
 			"--max-conns-wait", "200ms", "--module-timeout", "0", "--trusted-proxy", "127.0.0.1"))
 		hdr := func(ip string, port int) string {
@@ -156,6 +158,7 @@ func TestServeOverloadAnswer(t *testing.T) {
 // line naming it and its rsync stopped, and an honest client that arrived
 // meanwhile, waiting for its slot, is served.
 func TestServeModuleTimeout(t *testing.T) {
+	slowTier(t, "timeout")
 	pki := newPKI(t)
 	rd := newRsyncd(t)
 	makeTree(t, rd.Data, 0, 5)

@@ -55,6 +55,7 @@ func replaceByRename(t *testing.T, src, dst string) {
 // the old key) keeps the old pair and says why; the key that completes it
 // brings the new pair in, without a signal.
 func TestServeRenewalLog(t *testing.T) {
+	slowTier(t, "reload and idle timing")
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	rd := newRsyncd(t)

@@ -16,12 +16,22 @@ func TestServeModes(t *testing.T) {
 	rsync := rsyncPath(t)
 	p := newPKI(t)
 	src := filepath.Join(t.TempDir(), "src")
-	makeTree(t, src, 64, 2000)
+	bigMiB, small := 64, 2000
+	if testing.Short() {
+		// The same modes and clients with a small tree: the long
+		// transfers are the slow tier's.
+		bigMiB, small = 1, 100
+	}
+	makeTree(t, src, bigMiB, small)
 
 	for _, mode := range []string{"inetd", "listenfds", "acceptno", "listen", "xinetd"} {
 		t.Run(mode, func(t *testing.T) {
 			for _, typ := range []string{"openssl", "stunnel"} {
 				t.Run(typ, func(t *testing.T) {
+					if typ == "stunnel" && mode != "inetd" {
+						// -short: stunnel once (inetd), openssl in every mode.
+						slowTier(t, "client per mode")
+					}
 					rd := newRsyncd(t)
 					copyTree(t, src, rd.Data)
 					s := startMode(t, mode, serveArgs(p, rd, rsync))
@@ -67,6 +77,10 @@ func TestServePairs(t *testing.T) {
 	makeTree(t, src, 4, 200)
 	for _, pair := range []string{"tcp", "unix"} {
 		t.Run(pair, func(t *testing.T) {
+			if pair == "tcp" {
+				// The default, which TestServeModes covers in -short.
+				slowTier(t, "second socket pair")
+			}
 			rd := newRsyncd(t)
 			copyTree(t, src, rd.Data)
 			s := startMode(t, "inetd", serveArgs(p, rd, rsync, "--pair", pair))

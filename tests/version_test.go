@@ -14,6 +14,7 @@ import (
 // build (version, commit, Go) and the licence, and they are the version
 // packaging/version.sh gives, the commit checked out and the Go that built it.
 func TestVersionCommand(t *testing.T) {
+	slowTier(t, "make build")
 	git := needTool(t, "git")
 	mk := needTool(t, "make")
 	root := repoRoot(t)
@@ -46,6 +47,7 @@ func TestVersionCommand(t *testing.T) {
 // after that release and before any later one, for hashes that start with
 // a digit and with a letter alike, and in commit order.
 func TestVersionScheme(t *testing.T) {
+	slowTier(t, "packaging")
 	git := needTool(t, "git")
 	dpkg := needTool(t, "dpkg")
 	root := repoRoot(t)
