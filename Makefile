@@ -25,7 +25,7 @@ TEST_DEBS := rsync openssl stunnel4 socat xinetd systemd iproute2 procps ca-cert
              nginx-light libnginx-mod-stream build-essential \
              debhelper dpkg-dev lintian debootstrap systemd-container man-db util-linux \
              sslscan openssh-client haproxy \
-             qemu-system-x86 busybox-static
+             qemu-system-x86 busybox-static xz-utils
 
 # What make bench needs beyond the tests.
 BENCH_DEBS := openssh-server gnuplot-nox time
