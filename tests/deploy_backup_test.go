@@ -28,6 +28,12 @@ func backupRecipe(t *testing.T) string {
 // testInstalledBackup runs the backup recipe under the shipped unit (no
 // drop-ins) and checks what TestBackupIsolation checks in the lab.
 func testInstalledBackup(t *testing.T, c *container, pki *PKI, rsyncSSL string) {
+	// Last of all (cleanups run in reverse): undo what the recipe made, so
+	// that the purge test finds the system as the package left it.
+	t.Cleanup(func() {
+		c.exec(t, time.Minute, "sh", "-c", "userdel backup-alpha; userdel backup-bravo; groupdel backup-alpha; groupdel backup-bravo; "+
+			"rm -rf /srv/rsync-ssl /etc/rsync-ssl/clients-ca.pem /root/clients-ca.pem /usr/local/bin/backup-attack; true")
+	})
 	copyFileT(t, pki.CA, filepath.Join(c.root, "root/clients-ca.pem"))
 	for _, f := range []string{"etc/default/rsync-ssl", "etc/rsync-ssl/rsyncd.conf"} {
 		orig := readFileT(t, filepath.Join(c.root, f))

@@ -504,18 +504,13 @@ func testRelease(t *testing.T, rel debianRelease, deb string) {
 		sameTree(t, src, filepath.Join(c.root, "srv/rsync/upload"))
 	})
 
-	t.Run("chroot-uid", func(t *testing.T) {
+	// rsync as _rsync-ssl cannot chroot: the mirror mode is what it says.
+	// --rsync-user=root (backup-recipe) is the way to "use chroot".
+	t.Run("chroot-refused-as-rsync-user", func(t *testing.T) {
 		_, out, code := pull(t, "chrooted", rsyncSSL)
 		if code == 0 {
-			t.Fatalf("use chroot/uid worked without the drop-in, so the sandbox is not what it says:\n%s", out)
+			t.Fatalf("use chroot/uid worked with rsync as _rsync-ssl, so the sandbox is not what it says:\n%s", out)
 		}
-		dropin(t, "chroot-uid.conf", example(t, "chroot-uid.conf"))
-		dest, out, code := pull(t, "chrooted", rsyncSSL)
-		if code != 0 {
-			journal, _ := c.exec(t, time.Minute, "journalctl", "--no-pager", "-n", "30", "-o", "cat")
-			t.Fatalf("with chroot-uid.conf (exit %d):\n%s\njournal:\n%s", code, out, journal)
-		}
-		sameTree(t, data, dest)
 	})
 
 	testInstalledDefault(t, c, pki, env, data, deb)
