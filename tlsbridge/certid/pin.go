@@ -25,7 +25,10 @@ func ParsePin(s string) (Pin, error) {
 	default:
 		return p, fmt.Errorf("pin %q: want sha256:BASE64", s)
 	}
-	raw, err := base64.StdEncoding.DecodeString(b64)
+	// Strict: the 44th character carries two unused bits, and a pin that
+	// sets them would otherwise be taken for another spelling of a
+	// different pin's bytes; only the canonical form is a pin.
+	raw, err := base64.StdEncoding.Strict().DecodeString(b64)
 	if err != nil || len(raw) != sha256.Size {
 		return p, fmt.Errorf("pin %q: want sha256: followed by 44 base64 characters (a SHA-256 of the key)", s)
 	}
