@@ -28,22 +28,7 @@ func TestSecurityInheritedDescriptors(t *testing.T) {
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
-	base, err := os.MkdirTemp("", "security-fds-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	os.Chmod(base, 0o755)
-	data, out := filepath.Join(base, "data"), filepath.Join(base, "out")
-	for _, d := range []string{data, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(out, 0o777)
-	key := filepath.Join(base, "key.pem")
-	replaceFile(t, p.Key, key)
-	os.Chmod(key, 0o600)
+	base, data, out, key := userRig(t, p, "security-fds-")
 	writeFile(t, filepath.Join(data, "hello.txt"), "hello\n", 0o644)
 	report := filepath.Join(out, "report")
 	hook := filepath.Join(base, "hook.sh")
@@ -112,22 +97,7 @@ func TestSecurityCapabilitiesLowered(t *testing.T) {
 	if err != nil {
 		t.Skipf("no user daemon: %v", err)
 	}
-	base, err := os.MkdirTemp("", "security-caps-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	os.Chmod(base, 0o755)
-	data, out := filepath.Join(base, "data"), filepath.Join(base, "out")
-	for _, d := range []string{data, out} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(out, 0o777)
-	key := filepath.Join(base, "key.pem")
-	replaceFile(t, p.Key, key)
-	os.Chmod(key, 0o600)
+	base, data, out, key := userRig(t, p, "security-caps-")
 	uid, gid := atoi(t, daemon.Uid), atoi(t, daemon.Gid)
 	if err := os.Chown(key, uid, gid); err != nil {
 		t.Fatal(err)
@@ -229,4 +199,28 @@ func atoi(t *testing.T, s string) int {
 		t.Fatalf("not a number: %q", s)
 	}
 	return n
+}
+
+// userRig makes a directory tree that the user rsync runs as may enter,
+// so that only the key's own mode (0600, a copy of p's key) keeps it out:
+// data for the module, out (0777) for a hook's report. t.TempDir's are 0700.
+func userRig(t *testing.T, p *PKI, prefix string) (base, data, out, key string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	data, out = filepath.Join(base, "data"), filepath.Join(base, "out")
+	for _, d := range []string{data, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(out, 0o777)
+	key = filepath.Join(base, "key.pem")
+	replaceFile(t, p.Key, key)
+	os.Chmod(key, 0o600)
+	return base, data, out, key
 }
