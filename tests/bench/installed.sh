@@ -315,7 +315,8 @@ done
 say "installing the package and the other setups"
 ctr apt-get install -y -qq "/root/$(basename "$deb")" >"$dir/apt.log" 2>&1 || { cat "$dir/apt.log" >&2; exit 1; }
 install -m 0644 "$dir/cert.pem" "$root/etc/rsync-ssl/cert.pem"
-install -m 0600 "$dir/key.pem" "$root/etc/rsync-ssl/private/key.pem"
+# As README.md installs it: readable by the shim's key group, not by rsync.
+install -m 0640 -g "$(ctr getent group _rsync-ssl-key | cut -d: -f3)" "$dir/key.pem" "$root/etc/rsync-ssl/private/key.pem"
 modules='
 [data]
 	path = /srv/data
