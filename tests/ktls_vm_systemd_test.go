@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,18 +104,7 @@ func testVMSystemd(t *testing.T, rel debianRelease, deb string) {
 	if !done {
 		t.Fatalf("the scenario did not finish (console in tests/.cache/ktls/%s):\n%s", logName, tail(console, 60))
 	}
-	for _, c := range vmSystemdChecks {
-		if !pass[c] {
-			t.Errorf("VM check %s did not pass", c)
-		}
-	}
-	k, b := median(cpu["ktls"]), median(cpu["bridge"])
-	if k == 0 || b == 0 {
-		t.Fatalf("no CPU measurement for both data paths: %v", cpu)
-	}
-	perGiB := func(s float64) float64 { return s / float64(mib) * 1024 }
-	t.Logf("installed unit, server CPU for a %d MiB pull under TCG (median of %d): ktls %.2f s (%.0f s/GiB), bridge %.2f s (%.0f s/GiB), ratio %.2f",
-		mib, len(cpu["ktls"]), k, perGiB(k), b, perGiB(b), k/b)
+	k, b := vmVerdict(t, vmSystemdChecks, pass, cpu, mib, fmt.Sprintf("installed unit, server CPU for a %d MiB pull under TCG (median of %d)", mib, len(cpu["ktls"])))
 	if rounds >= 3 && k >= b {
 		t.Errorf("the kernel path cost the server %.2f CPU-s against the bridge's %.2f", k, b)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,18 +145,7 @@ func TestKTLSVM(t *testing.T) {
 	if !done {
 		t.Fatalf("the scenario did not finish (console in tests/.cache/ktls/console.log):\n%s", tail(console, 60))
 	}
-	for _, c := range vmChecks {
-		if !pass[c] {
-			t.Errorf("VM check %s did not pass", c)
-		}
-	}
-	k, b := median(cpu["ktls"]), median(cpu["bridge"])
-	if k == 0 || b == 0 {
-		t.Fatalf("no CPU measurement for both data paths: %v", cpu)
-	}
-	perGiB := func(s float64) float64 { return s / float64(mib) * 1024 }
-	t.Logf("server CPU for a %d MiB pull under TCG (median): ktls %.2f s (%.0f s/GiB), bridge %.2f s (%.0f s/GiB), ratio %.2f",
-		mib, k, perGiB(k), b, perGiB(b), k/b)
+	k, b := vmVerdict(t, vmChecks, pass, cpu, mib, fmt.Sprintf("server CPU for a %d MiB pull under TCG (median)", mib))
 	if k >= b {
 		t.Errorf("the kernel path cost the server %.2f CPU-s against the bridge's %.2f", k, b)
 	}
@@ -180,4 +170,23 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// vmVerdict fails the test for every scenario check that did not pass, and
+// returns the median server CPU seconds of each data path, logged under
+// what, per GiB of a mib-MiB pull too.
+func vmVerdict(t *testing.T, checks []string, pass map[string]bool, cpu map[string][]float64, mib int, what string) (k, b float64) {
+	t.Helper()
+	for _, c := range checks {
+		if !pass[c] {
+			t.Errorf("VM check %s did not pass", c)
+		}
+	}
+	k, b = median(cpu["ktls"]), median(cpu["bridge"])
+	if k == 0 || b == 0 {
+		t.Fatalf("no CPU measurement for both data paths: %v", cpu)
+	}
+	perGiB := func(s float64) float64 { return s / float64(mib) * 1024 }
+	t.Logf("%s: ktls %.2f s (%.0f s/GiB), bridge %.2f s (%.0f s/GiB), ratio %.2f", what, k, perGiB(k), b, perGiB(b), k/b)
+	return k, b
 }
