@@ -41,9 +41,10 @@ func TestLayoutArrows(t *testing.T) {
 	allowed := map[string][]string{
 		"":                               {"activation", "tlsbridge", "tlsbridge/client", "tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/runas", "github.com/coreos/go-systemd/v22", "golang.org/x/sys"},
 		"activation":                     {"github.com/coreos/go-systemd/v22", "golang.org/x/sys"},
-		"tlsbridge":                      {"tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn", "golang.org/x/sys"},
-		"tlsbridge/client":               {"tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn"},
+		"tlsbridge":                      {"tlsbridge/rsyncd", "tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn", "tlsbridge/ktls", "golang.org/x/sys"},
+		"tlsbridge/client":               {"tlsbridge/certid", "tlsbridge/tlserr", "tlsbridge/batchconn", "tlsbridge/ktls", "golang.org/x/sys"},
 		"tlsbridge/batchconn":            {},
+		"tlsbridge/ktls":                 {"golang.org/x/sys"},
 		"tlsbridge/rsyncd":               {},
 		"tlsbridge/certid":               {},
 		"tlsbridge/tlserr":               {},

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
 
@@ -55,7 +56,7 @@ func TestRecordTapFinishAlert(t *testing.T) {
 		time.Sleep(time.Second)
 		b.Close()
 	}()
-	rr := &recordReader{r: a}
+	rr := ktls.NewRecordReader(a)
 	tap := &recordTap{r: rr}
 	if _, err := io.ReadFull(tap, make([]byte, 5)); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 )
 
 func unhex(t *testing.T, s string) []byte {
@@ -42,7 +44,7 @@ func unhex(t *testing.T, s string) []byte {
 func TestExpandLabelRFC8448(t *testing.T) {
 	secret := unhex(t, `b6 7b 7d 69 0c c1 6c 4e 75 e5 42 13 cb 2d 37 b4
 		e9 c9 12 bc de d9 10 5d 42 be fd 59 d3 91 ad 38`)
-	key, iv, err := trafficKeys(tls.TLS_AES_128_GCM_SHA256, secret)
+	key, iv, err := ktls.TrafficKeys(tls.TLS_AES_128_GCM_SHA256, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func TestExpandLabelRFC8448(t *testing.T) {
 
 	// The kernel struct: version, cipher, iv[4:12], key, salt = iv[0:4],
 	// record sequence 0.
-	info, err := cryptoInfo(tls.TLS_AES_128_GCM_SHA256, secret)
+	info, err := ktls.CryptoInfo(tls.TLS_AES_128_GCM_SHA256, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +72,11 @@ func TestExpandLabelRFC8448(t *testing.T) {
 	if len(info) != 40 {
 		t.Errorf("struct tls12_crypto_info_aes_gcm_128 is 40 bytes, built %d", len(info))
 	}
-	info, err = cryptoInfo(tls.TLS_AES_256_GCM_SHA384, make([]byte, 48))
+	info, err = ktls.CryptoInfo(tls.TLS_AES_256_GCM_SHA384, make([]byte, 48))
 	if err != nil || len(info) != 56 {
 		t.Errorf("struct tls12_crypto_info_aes_gcm_256 is 56 bytes, built %d (%v)", len(info), err)
 	}
-	if _, err := cryptoInfo(tls.TLS_CHACHA20_POLY1305_SHA256, secret); err == nil {
+	if _, err := ktls.CryptoInfo(tls.TLS_CHACHA20_POLY1305_SHA256, secret); err == nil {
 		t.Error("ChaCha20-Poly1305 must not be handed to the kernel")
 	}
 }
@@ -151,7 +153,7 @@ func TestRecordReaderStopsAtRecordEnds(t *testing.T) {
 		ends = append(ends, len(stream))
 	}
 	for _, chunks := range [][]int{nil, {1, 1, 1, 1, 1, 1}, {3, 400, 7}, {5000}} {
-		rr := &recordReader{r: &chunkReader{data: stream, chunks: chunks}}
+		rr := ktls.NewRecordReader(&chunkReader{data: stream, chunks: chunks})
 		pos := 0
 		for pos < len(stream) {
 			n, err := rr.Read(make([]byte, 64<<10))
@@ -165,8 +167,8 @@ func TestRecordReaderStopsAtRecordEnds(t *testing.T) {
 				break
 			}
 		}
-		if pos != len(stream) || !rr.atBoundary() {
-			t.Errorf("chunks %v: read %d of %d bytes, at boundary %v", chunks, pos, len(stream), rr.atBoundary())
+		if pos != len(stream) || !rr.AtBoundary() {
+			t.Errorf("chunks %v: read %d of %d bytes, at boundary %v", chunks, pos, len(stream), rr.AtBoundary())
 		}
 	}
 }
@@ -238,8 +240,8 @@ func sealRecord(t *testing.T, key, iv []byte, seq uint64, data []byte) []byte {
 	for i := 0; i < 8; i++ {
 		nonce[4+i] ^= byte(seq >> (56 - 8*i))
 	}
-	inner := append(append([]byte(nil), data...), recordApplication)
-	hdr := []byte{recordApplication, 3, 3, 0, 0}
+	inner := append(append([]byte(nil), data...), ktls.RecordApplication)
+	hdr := []byte{ktls.RecordApplication, 3, 3, 0, 0}
 	binary.BigEndian.PutUint16(hdr[3:], uint16(len(inner)+a.Overhead()))
 	return a.Seal(hdr, nonce, inner, hdr)
 }
@@ -254,14 +256,14 @@ func openRecord(key, iv []byte, seq uint64, rec []byte) ([]byte, error) {
 	for i := 0; i < 8; i++ {
 		nonce[4+i] ^= byte(seq >> (56 - 8*i))
 	}
-	if len(rec) < 5 || rec[0] != recordApplication {
+	if len(rec) < 5 || rec[0] != ktls.RecordApplication {
 		return nil, errors.New("not an application data record")
 	}
 	inner, err := a.Open(nil, nonce, rec[5:], rec[:5])
 	if err != nil {
 		return nil, err
 	}
-	if len(inner) == 0 || inner[len(inner)-1] != recordApplication {
+	if len(inner) == 0 || inner[len(inner)-1] != ktls.RecordApplication {
 		return nil, errors.New("inner content type is not application data")
 	}
 	return inner[:len(inner)-1], nil
@@ -291,11 +293,11 @@ func readRecord(c net.Conn) ([]byte, error) {
 // handshakeForKernel runs the server side of ServeConn's kernel-path
 // handshake on an accepted loopback connection: a per-connection key log,
 // session tickets off, crypto/tls reading through recordReader.
-func handshakeForKernel(t *testing.T, raw net.Conn, cert tls.Certificate) (*tls.Conn, *recordReader, *secretLog) {
+func handshakeForKernel(t *testing.T, raw net.Conn, cert tls.Certificate) (*tls.Conn, *ktls.RecordReader, *ktls.SecretLog) {
 	t.Helper()
-	log := &secretLog{}
+	log := &ktls.SecretLog{}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true, KeyLogWriter: log}
-	rr := &recordReader{r: raw}
+	rr := ktls.NewRecordReader(raw)
 	tc := tls.Server(readerConn{raw, rr}, cfg)
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
@@ -360,10 +362,10 @@ func TestKernelHandOffKeysAndBoundary(t *testing.T) {
 	if r := KTLSRefusal(st); r != "" {
 		t.Fatalf("refused: %s", r)
 	}
-	if !rr.atBoundary() {
+	if !rr.AtBoundary() {
 		t.Fatal("crypto/tls stopped inside a record")
 	}
-	cs, ss := log.secrets()
+	cs, ss := log.Secrets()
 	if cs == nil || ss == nil {
 		t.Fatal(errNoSecrets)
 	}
@@ -373,7 +375,7 @@ func TestKernelHandOffKeysAndBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the application record after the Finished is gone (crypto/tls read it): %v", err)
 	}
-	ck, civ, err := trafficKeys(st.CipherSuite, cs)
+	ck, civ, err := ktls.TrafficKeys(st.CipherSuite, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +387,7 @@ func TestKernelHandOffKeysAndBoundary(t *testing.T) {
 		t.Fatalf("client record = %q, want %q", got, greeting)
 	}
 
-	sk, siv, err := trafficKeys(st.CipherSuite, ss)
+	sk, siv, err := ktls.TrafficKeys(st.CipherSuite, ss)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,8 +400,8 @@ func TestKernelHandOffKeysAndBoundary(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], reply) {
 		t.Fatalf("client read %q, %v; want %q", buf[:n], err, reply)
 	}
-	log.wipe()
-	if cs, _ := log.secrets(); !bytes.Equal(cs, make([]byte, len(cs))) {
+	log.Wipe()
+	if cs, _ := log.Secrets(); !bytes.Equal(cs, make([]byte, len(cs))) {
 		t.Error("wipe left the secret in memory")
 	}
 }
@@ -441,21 +443,21 @@ func TestKernelKeysAES256WithOpenSSL(t *testing.T) {
 	defer sraw.Close()
 	tc, rr, log := handshakeForKernel(t, sraw, cert)
 	st := tc.ConnectionState()
-	if st.CipherSuite != tls.TLS_AES_256_GCM_SHA384 || !rr.atBoundary() {
-		t.Fatalf("cipher %s, at boundary %v", tls.CipherSuiteName(st.CipherSuite), rr.atBoundary())
+	if st.CipherSuite != tls.TLS_AES_256_GCM_SHA384 || !rr.AtBoundary() {
+		t.Fatalf("cipher %s, at boundary %v", tls.CipherSuiteName(st.CipherSuite), rr.AtBoundary())
 	}
 	pw.Write(line)
-	cs, ss := log.secrets()
+	cs, ss := log.Secrets()
 	rec, err := readRecord(sraw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, civ, _ := trafficKeys(st.CipherSuite, cs)
+	ck, civ, _ := ktls.TrafficKeys(st.CipherSuite, cs)
 	got, err := openRecord(ck, civ, 0, rec)
 	if err != nil || !bytes.Equal(got, line) {
 		t.Fatalf("openssl's record: %q, %v; want %q", got, err, line)
 	}
-	sk, siv, _ := trafficKeys(st.CipherSuite, ss)
+	sk, siv, _ := ktls.TrafficKeys(st.CipherSuite, ss)
 	sraw.Write(sealRecord(t, sk, siv, 0, []byte("from us\n")))
 	printed := make(chan string, 1)
 	go func() {
@@ -473,7 +475,7 @@ func TestKernelKeysAES256WithOpenSSL(t *testing.T) {
 	}
 }
 
-// On a kernel without the TLS module, enableKTLS must fail in a way that
+// On a kernel without the TLS module, ktls.Enable must fail in a way that
 // leaves a plain TCP socket the bridge can still use; on one with it, the
 // socket must switch.
 func TestEnableKTLSOnThisKernel(t *testing.T) {
@@ -483,7 +485,7 @@ func TestEnableKTLSOnThisKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := sha256.Sum256([]byte("not a real session"))
-	err = enableKTLS(rc, tls.TLS_AES_128_GCM_SHA256, secret[:], secret[:])
+	err = ktls.Enable(rc, tls.TLS_AES_128_GCM_SHA256, secret[:], secret[:])
 	missing := KernelTLSUnavailable()
 	if missing == "" {
 		if err != nil {
@@ -492,12 +494,12 @@ func TestEnableKTLSOnThisKernel(t *testing.T) {
 		return
 	}
 	t.Logf("this kernel: %s", missing)
-	var ke *ktlsError
-	if !errors.As(err, &ke) || !ke.fallback {
-		t.Fatalf("enableKTLS = %v, want a failure the bridge can take over from", err)
+	var ke *ktls.Error
+	if !errors.As(err, &ke) || !ke.Fallback {
+		t.Fatalf("ktls.Enable = %v, want a failure the bridge can take over from", err)
 	}
-	if !strings.Contains(ke.explain(), "no tls module") && !strings.Contains(ke.explain(), "AES-GCM") {
-		t.Errorf("explanation %q names neither the module nor the cipher", ke.explain())
+	if !strings.Contains(explainKTLS(ke), "no tls module") && !strings.Contains(explainKTLS(ke), "AES-GCM") {
+		t.Errorf("explanation %q names neither the module nor the cipher", explainKTLS(ke))
 	}
 	// The socket still carries plain bytes both ways.
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -527,10 +529,10 @@ func TestDescribeRecord(t *testing.T) {
 		body []byte
 		want string
 	}{
-		{recordAlert, []byte{1, 0}, "close_notify"},
-		{recordAlert, []byte{2, 20}, "TLS alert 20"},
-		{recordHandshake, []byte{24, 0, 0, 1, 0}, "KeyUpdate"},
-		{recordHandshake, []byte{4}, "post-handshake"},
+		{ktls.RecordAlert, []byte{1, 0}, "close_notify"},
+		{ktls.RecordAlert, []byte{2, 20}, "TLS alert 20"},
+		{ktls.RecordHandshake, []byte{24, 0, 0, 1, 0}, "KeyUpdate"},
+		{ktls.RecordHandshake, []byte{4}, "post-handshake"},
 	} {
 		if got := describeRecord(c.typ, c.body); !strings.Contains(got, c.want) {
 			t.Errorf("describeRecord(%d, % x) = %q, want %q", c.typ, c.body, got, c.want)
@@ -543,18 +545,18 @@ func TestDescribeRecord(t *testing.T) {
 func TestSecretLogLeavesNoCopy(t *testing.T) {
 	secret := bytes.Repeat([]byte{0xab}, 32)
 	line := []byte(fmt.Sprintf("SERVER_TRAFFIC_SECRET_0 %x %x\n", bytes.Repeat([]byte{1}, 32), secret))
-	l := &secretLog{}
+	l := &ktls.SecretLog{}
 	if n, err := l.Write(line); n != len(line) || err != nil {
 		t.Fatalf("Write: %d, %v", n, err)
 	}
-	if _, s := l.secrets(); !bytes.Equal(s, secret) {
+	if _, s := l.Secrets(); !bytes.Equal(s, secret) {
 		t.Fatalf("server secret %x, want %x", s, secret)
 	}
 	if bytes.Contains(line, []byte("abab")) || bytes.Contains(line, []byte("SECRET")) {
 		t.Errorf("the key log line still holds the secret after Write: %q", line)
 	}
-	_, s := l.secrets()
-	l.wipe()
+	_, s := l.Secrets()
+	l.Wipe()
 	if !bytes.Equal(s, make([]byte, 32)) {
 		t.Errorf("wipe left the secret: %x", s)
 	}

@@ -1,104 +1,13 @@
 package tlsbridge
 
 import (
-	"bytes"
 	"crypto/tls"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
-	"sync"
+
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 )
-
-// secretLog receives crypto/tls's key log for one connection (a
-// per-connection tls.Config.KeyLogWriter) and keeps the two application
-// traffic secrets; nothing is written anywhere.
-type secretLog struct {
-	mu             sync.Mutex
-	client, server []byte
-}
-
-func (l *secretLog) Write(p []byte) (int, error) {
-	// Parsed in place: a string conversion would leave a copy of the
-	// secret that nothing can wipe.
-	f := bytes.Fields(p)
-	if len(f) == 3 {
-		var dst *[]byte
-		switch string(f[0]) {
-		case "CLIENT_TRAFFIC_SECRET_0":
-			dst = &l.client
-		case "SERVER_TRAFFIC_SECRET_0":
-			dst = &l.server
-		}
-		if dst != nil {
-			s := make([]byte, hex.DecodedLen(len(f[2])))
-			if _, err := hex.Decode(s, f[2]); err == nil {
-				l.mu.Lock()
-				clear(*dst)
-				*dst = s
-				l.mu.Unlock()
-			} else {
-				clear(s)
-			}
-		}
-	}
-	// The line is crypto/tls's own one-off allocation for this call
-	// (writeKeyLog formats it afresh and drops it), and it holds a
-	// traffic secret in hex: wipe it rather than leave it to the
-	// garbage collector.
-	clear(p)
-	return len(p), nil
-}
-
-func (l *secretLog) secrets() (client, server []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.client, l.server
-}
-
-func (l *secretLog) wipe() {
-	l.mu.Lock()
-	clear(l.client)
-	clear(l.server)
-	l.mu.Unlock()
-}
-
-// recordReader hands crypto/tls at most the rest of the current TLS record.
-// crypto/tls reads its input in large chunks, so the client's first
-// application record (rsync's greeting, sent right behind the Finished)
-// could end up in its buffer, where the kernel would never see it and the
-// session would lose its first bytes. Bounded like this, everything after
-// the Finished stays in the socket for the kernel to decrypt.
-type recordReader struct {
-	r    io.Reader
-	hdr  [5]byte
-	hn   int // header bytes read so far
-	left int // body bytes of the current record still unread
-}
-
-func (rr *recordReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if rr.left > 0 {
-		n, err := rr.r.Read(p[:min(len(p), rr.left)])
-		rr.left -= n
-		return n, err
-	}
-	n, err := rr.r.Read(p[:min(len(p), len(rr.hdr)-rr.hn)])
-	copy(rr.hdr[rr.hn:], p[:n])
-	rr.hn += n
-	if rr.hn == len(rr.hdr) {
-		rr.left = int(binary.BigEndian.Uint16(rr.hdr[3:5]))
-		rr.hn = 0
-	}
-	return n, err
-}
-
-// atBoundary reports whether everything read so far ends on a record
-// boundary.
-func (rr *recordReader) atBoundary() bool { return rr.hn == 0 && rr.left == 0 }
 
 // errNoSecrets is a handshake whose key log lacked a secret, which would
 // be a crypto/tls change we rely on not happening.
@@ -108,8 +17,8 @@ var errNoSecrets = errors.New("crypto/tls logged no application traffic secrets"
 // kernel: the traffic secrets crypto/tls logs, and the record-bounded reader
 // it read the handshake through. nil when the data path is the bridge.
 type kernelOffer struct {
-	log *secretLog
-	rr  *recordReader
+	log *ktls.SecretLog
+	rr  *ktls.RecordReader
 	pc  *peekedConn
 }
 
@@ -123,7 +32,7 @@ func (ko *kernelOffer) config(base *tls.Config) *tls.Config {
 	}
 	cfg := base.Clone()
 	cfg.SessionTicketsDisabled = true
-	ko.log = &secretLog{}
+	ko.log = &ktls.SecretLog{}
 	cfg.KeyLogWriter = ko.log
 	return cfg
 }
@@ -131,7 +40,7 @@ func (ko *kernelOffer) config(base *tls.Config) *tls.Config {
 // wipe clears the secrets, whichever way the session went.
 func (ko *kernelOffer) wipe() {
 	if ko != nil && ko.log != nil {
-		ko.log.wipe()
+		ko.log.Wipe()
 	}
 }
 
@@ -141,7 +50,7 @@ func (ko *kernelOffer) input(pc *peekedConn) net.Conn {
 		return pc
 	}
 	ko.pc = pc
-	ko.rr = &recordReader{r: pc}
+	ko.rr = ktls.NewRecordReader(pc)
 	return readerConn{pc, ko.rr}
 }
 
@@ -156,5 +65,5 @@ func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // splitRecord reports whether crypto/tls stopped inside a record, so that
 // client bytes it read would be lost to the kernel.
 func (ko *kernelOffer) splitRecord() bool {
-	return !ko.rr.atBoundary() || len(ko.pc.buf) > 0
+	return !ko.rr.AtBoundary() || len(ko.pc.buf) > 0
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,21 +32,21 @@ func (s *Server) switchToKernel(sess *session, st tls.ConnectionState, ko *kerne
 	if err != nil {
 		return nil, FallbackReason(err.Error()), nil
 	}
-	cs, ss := ko.log.secrets()
+	cs, ss := ko.log.Secrets()
 	if cs == nil || ss == nil {
 		return nil, FallbackReason(errNoSecrets.Error()), nil
 	}
-	err = enableKTLS(rc, st.CipherSuite, cs, ss)
+	err = ktls.Enable(rc, st.CipherSuite, ss, cs)
 	// The kernel has its copies now (or the session goes to the bridge,
 	// where crypto/tls keeps its own): ours go at once, not when the
 	// session ends.
-	ko.log.wipe()
+	ko.log.Wipe()
 	if err != nil {
-		var ke *ktlsError
-		if !errors.As(err, &ke) || !ke.fallback {
+		var ke *ktls.Error
+		if !errors.As(err, &ke) || !ke.Fallback {
 			return nil, "", fmt.Errorf("kernel tls with %s: %w (the session cannot continue)", sess.peer, err)
 		}
-		return nil, FallbackReason(ke.explain()), nil
+		return nil, FallbackReason(explainKTLS(ke)), nil
 	}
 	// From here on the socket speaks TLS through the kernel only: the
 	// tls.Conn must never write again, or its records would collide with
@@ -89,18 +90,18 @@ func (k kernelPath) serve(sess *session) served {
 func (k kernelPath) close(peer string, rsyncExit int) (in, out int64, err error) {
 	// What made rsync stop, if the client sent something the kernel does
 	// not pass to read(2): an alert, a KeyUpdate.
-	typ, body, pending := pendingRecord(k.rc)
+	typ, body, pending := ktls.PendingRecord(k.rc)
 	// A client that already hung up (rsync's own protocol told it the
 	// transfer was complete) cannot take the close_notify; that is no
 	// failure of the session.
-	cerr := sendCloseNotify(k.rc, time.Now().Add(5*time.Second))
+	cerr := ktls.SendCloseNotify(k.rc, time.Now().Add(5*time.Second))
 	if cerr != nil && rsyncExit == 0 && !errors.Is(cerr, unix.EPIPE) && !errors.Is(cerr, unix.ECONNRESET) {
 		err = fmt.Errorf("kernel tls with %s: sending close_notify: %w", peer, cerr)
 	}
 	k.tcp.CloseWrite()
 	drainKTLS(k.rc, time.Now().Add(k.s.Linger))
 	in, out = wireBytes(k.rc)
-	if pending && typ != recordApplication && rsyncExit != 0 {
+	if pending && typ != ktls.RecordApplication && rsyncExit != 0 {
 		err = fmt.Errorf("kernel tls with %s: %s; rsync's read failed and the session ended", peer, describeRecord(typ, body))
 	}
 	return in, out, err

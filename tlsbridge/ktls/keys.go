@@ -1,4 +1,4 @@
-package tlsbridge
+package ktls
 
 import (
 	"crypto/hmac"
@@ -8,6 +8,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+)
+
+// From linux/tls.h.
+const (
+	tls13Version      = 0x0304
+	tlsCipherAESGCM   = 51 // TLS_CIPHER_AES_GCM_128
+	tlsCipherAESGCM25 = 52 // TLS_CIPHER_AES_GCM_256
 )
 
 // kernelCipher is what the kernel path needs to know about a TLS 1.3
@@ -28,16 +35,10 @@ var kernelCiphers = map[uint16]kernelCipher{
 	tls.TLS_AES_256_GCM_SHA384: {tlsCipherAESGCM25, 32, sha512.New384},
 }
 
-// KTLSRefusal says why a session with this TLS state cannot go to the
-// kernel, or "" when it can.
-func KTLSRefusal(st tls.ConnectionState) string {
-	if st.Version != tls.VersionTLS13 {
-		return fmt.Sprintf("the client negotiated %s; the kernel path takes TLS 1.3 only", VersionName(st.Version))
-	}
-	if _, ok := kernelCiphers[st.CipherSuite]; !ok {
-		return fmt.Sprintf("cipher %s is not one the kernel path covers (AES-128-GCM, AES-256-GCM)", tls.CipherSuiteName(st.CipherSuite))
-	}
-	return ""
+// Covers reports whether the kernel path takes this TLS 1.3 suite.
+func Covers(suite uint16) bool {
+	_, ok := kernelCiphers[suite]
+	return ok
 }
 
 // expandLabel is TLS 1.3's HKDF-Expand-Label with an empty context (RFC
@@ -68,9 +69,9 @@ func hkdfExpand(h func() hash.Hash, prk, info []byte, n int) []byte {
 	return out[:n]
 }
 
-// trafficKeys derives a record-protection key and IV from a TLS 1.3
+// TrafficKeys derives a record-protection key and IV from a TLS 1.3
 // application traffic secret (RFC 8446 section 7.3).
-func trafficKeys(suite uint16, secret []byte) (key, iv []byte, err error) {
+func TrafficKeys(suite uint16, secret []byte) (key, iv []byte, err error) {
 	kc, ok := kernelCiphers[suite]
 	if !ok {
 		return nil, nil, fmt.Errorf("cipher %s not covered", tls.CipherSuiteName(suite))
@@ -84,14 +85,15 @@ func trafficKeys(suite uint16, secret []byte) (key, iv []byte, err error) {
 	return key, iv, nil
 }
 
-// cryptoInfo builds the kernel's struct tls12_crypto_info_aes_gcm_{128,256}
+// CryptoInfo builds the kernel's struct tls12_crypto_info_aes_gcm_{128,256}
 // for one direction: the version and cipher, then the per-record IV part,
 // the key, the fixed salt and the record sequence number. TLS 1.3's 12-byte
 // IV is split as the kernel wants it: salt = iv[0:4], iv = iv[4:12]. The
-// sequence starts at 0 because the handshake sent nothing encrypted under
-// the application keys (session tickets are off).
-func cryptoInfo(suite uint16, secret []byte) ([]byte, error) {
-	key, iv, err := trafficKeys(suite, secret)
+// sequence starts at 0: the caller switches before any record under the
+// application keys went either way (session tickets off on our server,
+// RecordReader on the reading side).
+func CryptoInfo(suite uint16, secret []byte) ([]byte, error) {
+	key, iv, err := TrafficKeys(suite, secret)
 	if err != nil {
 		return nil, err
 	}
