@@ -37,6 +37,7 @@ try; 2 on a usage error.`,
 // clientFlags are the flags "connect" and "check" share.
 type clientFlags struct {
 	port, ca, cert, key, servername string
+	datapath                        string
 	pins                            []string
 	skipHostname, insecure          bool
 	timeout                         time.Duration
@@ -51,6 +52,12 @@ func (p pinFlag) Set(s string) error {
 	}
 	p.f.pins = append(p.f.pins, s)
 	return nil
+}
+
+// registerDataPath adds --datapath, which only a helper that carries a
+// session has (connect, and rsync for its helper), not check.
+func (f *clientFlags) registerDataPath(fs *flag.FlagSet) {
+	fs.StringVar(&f.datapath, "datapath", "auto", "who seals and opens the records after the handshake: `MODE` auto (the kernel,\nwhere its tls module is loaded and the session is TLS 1.3 with AES-GCM; else\nthis program), ktls (the kernel or fail, saying why) or user (always this\nprogram). Linux only; elsewhere auto means user")
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -74,6 +81,11 @@ func (f *clientFlags) options(fs *flag.FlagSet, host, urlPort string, env func(s
 	o.Host = host
 	o.ServerName = f.servername
 	o.ConnectTimeout = f.timeout
+	if f.datapath != "" {
+		if o.DataPath, err = client.ParseDataPath(f.datapath); err != nil {
+			return o, "", fmt.Errorf("--datapath: %w", err)
+		}
+	}
 
 	switch {
 	case set["port"]:
@@ -165,6 +177,7 @@ func runConnect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("connect", connectHelp, stderr)
 	var cf clientFlags
 	cf.register(fs)
+	cf.registerDataPath(fs)
 	fs.String("l", "", "`USER`, passed by rsync for USER@HOST; ignored (the daemon asks for the user itself)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code

@@ -46,6 +46,7 @@ func newRsyncFlags(out io.Writer) (*flag.FlagSet, *clientFlags) {
 	all := flag.NewFlagSet("connect", flag.ContinueOnError)
 	cf := &clientFlags{}
 	cf.register(all)
+	cf.registerDataPath(all)
 	fs := newFlagSet("rsync", rsyncHelp, out)
 	all.VisitAll(func(f *flag.Flag) {
 		if f.Name != "port" {

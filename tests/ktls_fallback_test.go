@@ -125,6 +125,36 @@ func TestKTLSFallbackOnThisKernel(t *testing.T) {
 		}
 	})
 
+	t.Run("helper paths", func(t *testing.T) {
+		// The helper's --datapath: auto and user carry the pull in user
+		// space here; ktls fails before rsync's greeting, naming the hop
+		// and the missing module.
+		rd := newRsyncd(t)
+		copyTree(t, src, rd.Data)
+		s := startServeListening(t, serveArgs(p, rd, rsync))
+		env := []string{"RSYNC_SSL_CA_CERT=" + p.CA}
+		for _, dp := range []string{"auto", "user", "ktls"} {
+			dst := filepath.Join(t.TempDir(), "pulled")
+			rsh := "--rsh=" + shimBin + " connect --datapath " + dp
+			out, code := runCmd(t, 2*time.Minute, env, rsync, rsh, "-a", fmt.Sprintf("rsync://localhost:%d/data/", s.Port), dst+"/")
+			if dp != "ktls" {
+				if code != 0 {
+					t.Fatalf("--datapath %s: pull exit %d:\n%s", dp, code, out)
+				}
+				sameTree(t, src, dst)
+				continue
+			}
+			want := fmt.Sprintf(`rsync-ssl-shim connect: kernel tls with localhost:%d (127.0.0.1): the kernel has no tls module (setsockopt TCP_ULP "tls": ENOENT;`, s.Port)
+			if code == 0 || !strings.Contains(out, want) {
+				t.Errorf("--datapath ktls: exit %d, want a failure naming the hop and the module:\n%s", code, out)
+			}
+		}
+		out, code := runCmd(t, 30*time.Second, env, shimBin, "connect", "--datapath", "kernel", "localhost")
+		if code != 2 || !strings.Contains(out, `--datapath: data path "kernel": want auto, ktls or user`) {
+			t.Errorf("a bad --datapath: exit %d, want 2 and the choices:\n%s", code, out)
+		}
+	})
+
 	t.Run("ktls refuses to start", func(t *testing.T) {
 		rd := newRsyncd(t)
 		out, code := runCmd(t, 30*time.Second, nil, shimBin, append(serveArgs(p, rd, rsync, "--datapath", "ktls"), "--listen", "127.0.0.1:0")...)

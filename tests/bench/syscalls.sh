@@ -6,6 +6,9 @@
 #            nothing in between, one sender and one receiver (CPU-s/GiB of
 #            each from its own getrusage)
 #   plain    "rsync --daemon", rsync:// pull (the wall-time floor)
+#   pairread tests/bench/tlsref drain/feed: reading the same bytes from a
+#            loopback TCP socket written in rsync's pieces, the one cost
+#            the server's bridge has on top of a bare sender
 #   new/old  rsync-ssl-shim serve --listen --datapath bridge, pulled with
 #            rsync --rsh="rsync-ssl-shim connect": the server's TLS end (the
 #            serve process alone, rsync excluded: utime+stime of
@@ -88,6 +91,15 @@ run() { # SETUP ROUND
 		wait "$sp"
 		echo "round=$r setup=bare send_cpu=$(sed -n 's/.*cpu_s=\([^ ]*\).*/\1/p' "$dir/m/send") recv_cpu=$(sed -n 's/.*cpu_s=\([^ ]*\).*/\1/p' "$dir/m/recv") cipher=$(sed -n 's/.*cipher=//p' "$dir/m/send")"
 		;;
+	pairread)
+		rm -f "$dir/addr"
+		"$dir/bin/tlsref" drain "$dir/addr" 2>"$dir/m/drain" &
+		local dp=$!
+		for _ in $(seq 100); do [ -s "$dir/addr" ] && break; sleep 0.02; done
+		"$dir/bin/tlsref" feed "$(cat "$dir/addr")" $((big_mib << 20))
+		wait "$dp"
+		echo "round=$r setup=pairread read_cpu=$(sed -n 's/.*cpu_s=\([^ ]*\).*/\1/p' "$dir/m/drain")"
+		;;
 	plain)
 		t0=$(now_us)
 		pull plain big
@@ -106,7 +118,7 @@ run() { # SETUP ROUND
 	esac
 }
 
-setups=(bare plain "${bins[@]}")
+setups=(bare pairread plain "${bins[@]}")
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 say "rounds: $rounds x ${setups[*]} (load $load0)"
 for ((r = 1; r <= rounds; r++)); do
@@ -154,7 +166,7 @@ verdict() { awk "BEGIN {exit !($1)}" && echo "met" || echo "**missed**"; }
 total() { awk -v b="bin=$1" -v s="side=$2" '$1 == "strace" && $2 == b && $3 == s {sub(/per_gib=/, "", $5); t += $5} END {print t + 0}' "$raw"; }
 calls() { awk -v b="bin=$1" -v s="side=$2" -v c="call=$3" '$1 == "strace" && $2 == b && $3 == s && $4 == c {sub(/per_gib=/, "", $5); v = $5} END {print v + 0}' "$raw"; }
 
-bs=$(med bare send_cpu) br=$(med bare recv_cpu) pw=$(med plain wall_s)
+bs=$(med bare send_cpu) br=$(med bare recv_cpu) pw=$(med plain wall_s) pr=$(med pairread read_cpu)
 {
 	echo "## The bridge against bare Go TLS (syscalls and CPU per GiB)"
 	echo
@@ -170,6 +182,8 @@ bs=$(med bare send_cpu) br=$(med bare recv_cpu) pw=$(med plain wall_s)
 	echo "|---|---|$(for b in "${bins[@]}"; do printf -- '---|'; done)"
 	echo "| sender CPU-s (serve's TLS end) | $(pg "$bs") | $(for b in "${bins[@]}"; do printf '%s (%s×) | ' "$(pg "$(med "$b" serve_cpu)")" "$(ratio "$(med "$b" serve_cpu)" "$bs")"; done)"
 	echo "| receiver CPU-s (client helper) | $(pg "$br") | $(for b in "${bins[@]}"; do printf '%s (%s×) | ' "$(pg "$(med "$b" helper_cpu)")" "$(ratio "$(med "$b" helper_cpu)" "$br")"; done)"
+	echo "| reading the pair alone (\`tlsref drain\`) | $(pg "$pr") | | |"
+	echo "| bare sender + reading the pair: the floor of a user-space bridge | $(pg "$(awk -v a="$bs" -v b="$pr" 'BEGIN {print a + b}')") ($(ratio "$(awk -v a="$bs" -v b="$pr" 'BEGIN {print a + b}')" "$bs")× bare) | | |"
 	echo "| pull wall s (plain rsync daemon: $(pg "$pw")) | | $(for b in "${bins[@]}"; do printf '%s (%s× plain) | ' "$(pg "$(med "$b" wall_s)")" "$(ratio "$(med "$b" wall_s)" "$pw")"; done)"
 	echo
 	echo "Syscalls per GiB (one ${trace_mib} MiB pull under \`strace -f -ff\`, scaled; serve without its rsync):"

@@ -109,6 +109,48 @@ for c in ossl viasocat viashim; do
 	check push-$c same /srv/data /srv/up/push-$c
 done
 
+step helper-paths
+# The helper's own data paths, each named: kernel TLS (splice) and user
+# space, against the server's kernel path (874) and its bridge (876), whose
+# records crypto/tls writes. The wrapper keeps the helper's CPU ticks.
+cat > /usr/bin/helper-wrap <<'WRAP'
+#!/bin/sh
+rsync-ssl-shim connect "$@"
+rc=$?
+awk '{print $16 + $17}' /proc/$$/stat > /tmp/helper-ticks
+exit $rc
+WRAP
+chmod +x /usr/bin/helper-wrap
+viahelper() { # datapath port rsync-args...
+	dp=$1 port=$2
+	shift 2
+	RSYNC_SSL_CA_CERT=$CA RSYNC_SSL_PORT=$port timeout 300 rsync --rsh="/usr/bin/helper-wrap --datapath $dp" "$@"
+}
+for dp in ktls user; do
+	for port in 874 876; do
+		viahelper $dp $port -a rsync://$HOST/data/ $W/pull-h-$dp-$port/ > $W/h-$dp-$port.out 2>&1
+		check pull-helper-$dp-$port same /srv/data $W/pull-h-$dp-$port
+		viahelper $dp $port -a /srv/data/ rsync://$HOST/up/push-h-$dp-$port/ > $W/h-$dp-$port-push.out 2>&1
+		check push-helper-$dp-$port same /srv/data /srv/up/push-h-$dp-$port
+	done
+done
+# A stock TLS server that sends session tickets after the handshake
+# (OpenSSL sends two): socat in front of a plain rsync daemon on loopback.
+# The helper's kernel path must pass over them.
+rsync --daemon --address=127.0.0.1 --port=873 --config=/etc/rsyncd.conf --log-file=/tmp/rsyncd-plain.log
+socat OPENSSL-LISTEN:879,bind=192.0.2.1,reuseaddr,fork,cert=$CERT,key=$KEY,verify=0 TCP:127.0.0.1:873 2> /tmp/socat-server.log &
+P_SOCAT=$!
+sleep 1
+viahelper ktls 879 -a rsync://$HOST/data/ $W/pull-h-tickets/ > $W/h-tickets.out 2>&1
+check pull-helper-ktls-tickets same /srv/data $W/pull-h-tickets
+viahelper ktls 879 -a /srv/data/ rsync://$HOST/up/push-h-tickets/ > $W/h-tickets-push.out 2>&1
+check push-helper-ktls-tickets same /srv/data /srv/up/push-h-tickets
+kill $P_SOCAT
+# A server that refuses the helper's (missing) certificate after the
+# handshake: its alert reaches the kernel, and the helper names it.
+viahelper ktls 878 rsync://$HOST/data/ > $W/h-alert.out 2>&1
+check helper-ktls-alert sh -c "grep -q 'server refused the session' $W/h-alert.out && grep -q 'client certificate' $W/h-alert.out"
+
 # rsync 3.2.7 over the kernel path.
 ossl 875 -a rsync://$HOST/data/ $W/pull-old/ > $W/old.out 2>&1
 check pull-rsync327 same /srv/data $W/pull-old
@@ -195,6 +237,44 @@ for round in 1 2 3; do
 			say "CPU datapath=$dp mib=$MIB cpu_s=$(awk "BEGIN{print ($t1 - $t0) / 100}") wall_s=$(awk "BEGIN{print $w1 - $w0}")"
 		else
 			fail cpu-pull-$dp "exit $rc: $(tail -3 $W/big.out)"
+		fi
+	done
+done
+
+# The helper's CPU for the same pull from, and push to, the server's kernel
+# path, on each of the helper's paths; the plain daemon's pull wall time
+# beside them.
+for round in 1 2 3 4 5; do
+	rm -rf $W/big
+	w0=$(uptime_s)
+	timeout 300 rsync -a rsync://127.0.0.1:873/big/ $W/big/ > $W/big-plain.out 2>&1
+	rc=$?
+	w1=$(uptime_s)
+	if [ $rc = 0 ] && same /srv/big $W/big; then
+		say "WALL setup=plain mib=$MIB wall_s=$(awk "BEGIN{print $w1 - $w0}")"
+	else
+		fail wall-plain "exit $rc: $(tail -3 $W/big-plain.out)"
+	fi
+	for mode in ktls user; do
+		rm -rf $W/big /tmp/helper-ticks
+		w0=$(uptime_s)
+		viahelper $mode 874 -a rsync://$HOST/big/ $W/big/ > $W/big-h.out 2>&1
+		rc=$?
+		w1=$(uptime_s)
+		if [ $rc = 0 ] && same /srv/big $W/big && [ -s /tmp/helper-ticks ]; then
+			say "HELPER clientpath=$mode mib=$MIB cpu_s=$(awk '{print $1 / 100}' /tmp/helper-ticks) wall_s=$(awk "BEGIN{print $w1 - $w0}")"
+		else
+			fail cpu-helper-$mode "exit $rc: $(tail -3 $W/big-h.out)"
+		fi
+		rm -rf /srv/up/bigpush /tmp/helper-ticks
+		w0=$(uptime_s)
+		viahelper $mode 874 -a /srv/big/ rsync://$HOST/up/bigpush/ > $W/big-hp.out 2>&1
+		rc=$?
+		w1=$(uptime_s)
+		if [ $rc = 0 ] && same /srv/big /srv/up/bigpush && [ -s /tmp/helper-ticks ]; then
+			say "HELPERPUSH clientpath=$mode mib=$MIB cpu_s=$(awk '{print $1 / 100}' /tmp/helper-ticks) wall_s=$(awk "BEGIN{print $w1 - $w0}")"
+		else
+			fail cpu-helperpush-$mode "exit $rc: $(tail -3 $W/big-hp.out)"
 		fi
 	done
 done

@@ -40,6 +40,7 @@ type Options struct {
 	SkipHostnameCheck bool
 	Pins              []certid.Pin
 	ConnectTimeout    time.Duration
+	DataPath          DataPath // who seals the records after the handshake
 }
 
 // HostIsIP reports whether the host is an address literal: such a host gets

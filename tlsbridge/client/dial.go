@@ -178,6 +178,18 @@ func (d *Dialer) tcpError(ctx context.Context, ip net.IP, err error) error {
 type watchConn struct {
 	net.Conn
 	sawEOF atomic.Bool
+	kernel atomic.Bool // the kernel seals the records now: crypto/tls must not write
+}
+
+// errKernelOwns is what crypto/tls gets if it tries to write (a
+// close_notify from Close) after the session went to the kernel.
+var errKernelOwns = errors.New("the session's records are the kernel's now")
+
+func (w *watchConn) Write(p []byte) (int, error) {
+	if w.kernel.Load() {
+		return 0, errKernelOwns
+	}
+	return w.Conn.Write(p)
 }
 
 func (w *watchConn) Read(p []byte) (int, error) {
@@ -193,6 +205,7 @@ type Conn struct {
 	*tls.Conn
 	raw  *watchConn
 	bc   *batchconn.Conn // under Conn, over raw: Pump's syscall batching
+	ko   *kernelOffer    // nil unless the session may go to kernel TLS
 	Peer string
 }
 
@@ -200,12 +213,14 @@ type Conn struct {
 func (d *Dialer) Handshake(ctx context.Context, raw net.Conn, ip net.IP) (*Conn, error) {
 	w := &watchConn{Conn: raw}
 	bc := batchconn.New(w)
-	tc := tls.Client(bc, d.Config)
+	ko := newKernelOffer(d.Opts.DataPath)
+	cfg, under := ko.wrap(d.Config, bc)
+	tc := tls.Client(under, cfg)
 	peer := d.Peer(ip)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, d.tlsError(ctx, peer, err)
 	}
-	return &Conn{Conn: tc, raw: w, bc: bc, Peer: peer}, nil
+	return &Conn{Conn: tc, raw: w, bc: bc, ko: ko, Peer: peer}, nil
 }
 
 func (d *Dialer) tlsError(ctx context.Context, peer string, err error) error {

@@ -32,6 +32,11 @@ const RsyncGreeting = "@RSYNCD:"
 // It returns nil only if the server closed with close_notify and every byte
 // was delivered.
 func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) error {
+	if c.ko != nil {
+		if handled, err := c.kernelPump(in, out, greetTimeout); handled {
+			return err
+		}
+	}
 	up := make(chan error, 1)
 	if c.bc != nil {
 		c.bc.SetReadAhead(pumpBuf)
@@ -45,19 +50,25 @@ func Pump(c *Conn, in io.Reader, out io.Writer, greetTimeout time.Duration) erro
 	}()
 
 	down := func() error {
-		if err := checkGreeting(c, out, greetTimeout); err != nil {
+		if err := checkGreeting(greetSource{c, c, c.Peer}, out, greetTimeout); err != nil {
 			return err
 		}
 		return receiveBatched(outWriter{out}, c)
 	}()
+	return c.verdict(down, up, c.raw.sawEOF.Load())
+}
 
+// verdict says how a session ended: down is how the server's direction
+// ended, up the direction to the server if it has ended, sawFIN whether the
+// TCP stream ended without close_notify.
+func (c *Conn) verdict(down error, up <-chan error, sawFIN bool) error {
 	var upErr error
 	select {
 	case upErr = <-up:
 	default:
 	}
 	switch {
-	case down == nil && c.raw.sawEOF.Load():
+	case down == nil && sawFIN:
 		return &HopError{Hop: "tls session with", Peer: c.Peer, Kind: FailTruncated,
 			Err:  errors.New("server closed the connection without close_notify"),
 			Hint: "the data may be cut short; the TLS server's log may say why"}
@@ -155,9 +166,17 @@ func (o outWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
+// greetSource is where checkGreeting reads the server's first bytes: the
+// tls.Conn, or a kernel TLS socket's records.
+type greetSource struct {
+	io.Reader
+	dl   interface{ SetReadDeadline(time.Time) error }
+	peer string
+}
+
+func checkGreeting(c greetSource, out io.Writer, timeout time.Duration) error {
 	if timeout > 0 {
-		c.SetReadDeadline(time.Now().Add(timeout))
+		c.dl.SetReadDeadline(time.Now().Add(timeout))
 	}
 	var got []byte
 	buf := make([]byte, 32*1024)
@@ -165,13 +184,13 @@ func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
 		n, err := c.Read(buf)
 		got = append(got, buf[:n]...)
 		if !bytes.HasPrefix([]byte(RsyncGreeting), got[:min(len(got), len(RsyncGreeting))]) {
-			return notRsync(c, got)
+			return notRsync(c.peer, got)
 		}
 		if err != nil {
 			if len(got) >= len(RsyncGreeting) {
 				break
 			}
-			he := &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
+			he := &HopError{Hop: "rsync greeting from", Peer: c.peer, Kind: FailNotRsync,
 				Hint: "the TLS service on this port does not lead to rsync --daemon; check the port and the server's log"}
 			switch {
 			case errors.Is(err, io.EOF):
@@ -189,18 +208,18 @@ func checkGreeting(c *Conn, out io.Writer, timeout time.Duration) error {
 			return he
 		}
 	}
-	c.SetReadDeadline(time.Time{})
+	c.dl.SetReadDeadline(time.Time{})
 	if _, err := out.Write(got); err != nil {
 		return &writeError{err}
 	}
 	return nil
 }
 
-func notRsync(c *Conn, got []byte) error {
+func notRsync(peer string, got []byte) error {
 	if len(got) > 40 {
 		got = got[:40]
 	}
-	return &HopError{Hop: "rsync greeting from", Peer: c.Peer, Kind: FailNotRsync,
+	return &HopError{Hop: "rsync greeting from", Peer: peer, Kind: FailNotRsync,
 		Err:  fmt.Errorf("the TLS server is not an rsync daemon: it sent %q instead of %q", got, RsyncGreeting),
 		Hint: "check the port; the TLS service must lead to rsync --daemon"}
 }

@@ -5,6 +5,11 @@
 //
 //	tlsref send ADDR-FILE BYTES   listen on 127.0.0.1:0, write ADDR-FILE, send BYTES to one client in 128 KiB writes
 //	tlsref recv ADDR              read everything to stdout in 128 KiB reads
+//	tlsref drain ADDR-FILE        listen, read one plain TCP stream to its end in 128 KiB reads
+//	tlsref feed ADDR BYTES        write BYTES of plain TCP in rsync's pieces (32 KiB and a header)
+//
+// drain and feed measure what the server's bridge pays on top of a bare
+// sender: reading rsync's output from the socket pair.
 //
 // Both print one line on stderr: "tlsref SIDE bytes=N cpu_s=X cipher=NAME".
 package main
@@ -43,8 +48,16 @@ func run(args []string) error {
 		return send(args[1], n)
 	case len(args) == 2 && args[0] == "recv":
 		return recv(args[1])
+	case len(args) == 2 && args[0] == "drain":
+		return drain(args[1])
+	case len(args) == 3 && args[0] == "feed":
+		n, err := strconv.ParseInt(args[2], 10, 64)
+		if err != nil {
+			return err
+		}
+		return feed(args[1], n)
 	}
-	return fmt.Errorf("usage: tlsref send ADDR-FILE BYTES | tlsref recv ADDR")
+	return fmt.Errorf("usage: tlsref send ADDR-FILE BYTES | recv ADDR | drain ADDR-FILE | feed ADDR BYTES")
 }
 
 func cpu() float64 {
@@ -114,5 +127,58 @@ func recv(addr string) error {
 		return err
 	}
 	report("recv", n, c0, tc.ConnectionState())
+	return nil
+}
+
+// rsyncPiece is what rsync writes to its socket at a time while sending a
+// file, as seen under strace: its 32 KiB output buffer and 8 bytes of
+// multiplex headers.
+const rsyncPiece = 32<<10 + 8
+
+func drain(addrFile string) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := os.WriteFile(addrFile, []byte(l.Addr().String()), 0o644); err != nil {
+		return err
+	}
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c0 := cpu()
+	buf := make([]byte, 128<<10)
+	var n int64
+	for {
+		r, err := c.Read(buf)
+		n += int64(r)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "tlsref drain bytes=%d cpu_s=%.3f\n", n, cpu()-c0)
+	return nil
+}
+
+func feed(addr string, total int64) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, rsyncPiece)
+	for n := int64(0); n < total; {
+		w, err := c.Write(buf[:min(int64(len(buf)), total-n)])
+		n += int64(w)
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
