@@ -92,6 +92,10 @@ func TestClientHints(t *testing.T) {
 		{name: "check hidden module", env: ca, args: []string{"check", fmt.Sprintf("127.0.0.1:%d", good), "hidden"}, want: "pass --open",
 			fixes: []hintFix{{"--open", nil}}},
 	}
+	if !kernelHasTLS(t) {
+		cases = append(cases, hintCase{name: "kernel TLS unavailable", env: ca, args: []string{"rsync", "--datapath", "ktls", url(good)},
+			want: "the kernel has no tls module", drop: "--datapath", fixes: []hintFix{{"--datapath", []string{"auto"}}}})
+	}
 	followed := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,6 +149,9 @@ func TestClientHints(t *testing.T) {
 		for _, w := range sourceHintWords(t) {
 			if testing.Short() && w == "--connect-timeout" {
 				continue // its case is a timeout, which -short skips
+			}
+			if w == "--datapath" && kernelHasTLS(t) {
+				continue // its case needs a kernel without the tls module; the VM test covers this one
 			}
 			if !followed[w] {
 				t.Errorf("a hint in the client's source names %s, which no case here follows", w)
