@@ -90,6 +90,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr(err)
 	}
+	o.DataPath = client.PathUser // check carries no session: no key log, no record-bounded reads
 	d, err := client.NewDialer(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "rsync-ssl-shim check: %v\n", err)
