@@ -55,7 +55,7 @@ for line in open(sys.argv[1]):
     elif k == "pull":
         b1, b2, a1, a2 = map(int, f[4:8])
         cpus = (a1 - b1) / 1e6 + (a2 - b2) / 1e6 if min(b1, b2, a1, a2) >= 0 else float("nan")
-        pull[f[1]] = (int(f[2]), f[3], cpus)
+        pull.setdefault(f[1], []).append((int(f[2]), f[3], cpus))
     elif k == "sbx":
         if f[2] == "fail":
             sbxfail[f[1]] += 1
@@ -73,7 +73,8 @@ w("`make bench-installed` (tests/bench/installed.sh): the package (%s) installed
   " plain `rsync` for the floor) in that namespace. Every row is from the same container and the same run;"
   " listings are interleaved rounds, the order rotated each round." % (env.get("VER", "?"), release))
 w("")
-w("| setup | listing p50 / p95 ms | server CPU per listing ms (service + systemd) | %s MiB pull s (server CPU-s), `rsync-ssl-shim rsync` |" % env.get("BIG", "1024"))
+w("| setup | listing p50 / p95 ms | server CPU per listing ms (service + systemd) | %s MiB pull s (server CPU-s), `rsync-ssl-shim rsync`, median of %d |"
+  % (env.get("BIG", "1024"), max([len(v) for v in pull.values()] or [0])))
 w("|---|---|---|---|")
 for s in ORDER:
     v = [ms(x) for x in lists[s]]
@@ -81,9 +82,12 @@ for s in ORDER:
     p = pull.get(s)
     cs = "%.1f + %.1f" % c if c else "-"
     if p:
-        ps = "%.2f (%.2f)" % (p[0] / 1e6, p[2])
-        if p[1] != "0":
-            ps += " **%s**" % p[1]
+        ps = "%.2f (%.2f)" % (pct([x[0] / 1e6 for x in p], 50), pct([x[2] for x in p], 50))
+        if s != "plain" and pull.get("plain"):
+            ps += ", %.2f× plain" % (pct([x[0] for x in p], 50) / pct([x[0] for x in pull["plain"]], 50))
+        bad = [x[1] for x in p if x[1] != "0"]
+        if bad:
+            ps += " **%s**" % ", ".join(bad)
     else:
         ps = "-"
     fl = " (%d failed)" % fails[s] if fails[s] else ""

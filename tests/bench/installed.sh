@@ -34,9 +34,9 @@ top=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-	rounds=8 big_mib=128 sbx_rounds=4 cpu_n=10 cold_n=3 concs="32 64"
+	rounds=8 big_mib=128 sbx_rounds=4 cpu_n=10 cold_n=3 concs="32 64" pull_rounds=1
 else
-	rounds=40 big_mib=1024 sbx_rounds=15 cpu_n=40 cold_n=10 concs="32 64 200"
+	rounds=40 big_mib=1024 sbx_rounds=15 cpu_n=40 cold_n=10 concs="32 64 200" pull_rounds=3
 fi
 out=${BENCH_OUT:-$top/docs}
 say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -166,10 +166,10 @@ measure() {
 		done
 	done
 
-	say "${big_mib} MiB pull, once per setup, with rsync-ssl-shim rsync (stock rsync-ssl's openssl s_client caps bulk at about 100 MB/s)"
+	say "${big_mib} MiB pull, $pull_rounds interleaved rounds, with rsync-ssl-shim rsync (stock rsync-ssl's openssl s_client caps bulk at about 100 MB/s)"
 	local sum
 	sum=$(cut -d' ' -f1 "$dir/big.sha256")
-	for s in $(rotate 1 "${setups[@]}"); do
+	for s in $(for r in $(seq "$pull_rounds"); do rotate "$r" "${setups[@]}"; done); do
 		rm -rf /dev/shm/"$name"-pull
 		mkdir -p /dev/shm/"$name"-pull
 		local b a t0 t1 rc=0 got
@@ -426,7 +426,7 @@ ctr systemctl start bench-sbxall.socket
 sec_default=$(ctr systemd-analyze security --no-pager rsync-ssl.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 sec_isolated=$(ctr systemd-analyze security --no-pager rsync-ssl-isolated@probe.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 
-declare -p leader dir name nsbx rounds cold_n cpu_n concs sbx_rounds big_mib >"$dir/state"
+declare -p leader dir name nsbx rounds cold_n cpu_n concs sbx_rounds big_mib pull_rounds >"$dir/state"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ip netns exec "$name" env dir="$dir" "$0" --measure
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
