@@ -82,15 +82,7 @@ func send(addrFile string, total int64) error {
 		return err
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	if err := os.WriteFile(addrFile, []byte(l.Addr().String()), 0o644); err != nil {
-		return err
-	}
-	raw, err := l.Accept()
+	raw, err := acceptOne(addrFile)
 	if err != nil {
 		return err
 	}
@@ -135,16 +127,22 @@ func recv(addr string) error {
 // multiplex headers.
 const rsyncPiece = 32<<10 + 8
 
-func drain(addrFile string) error {
+// acceptOne listens on a loopback port, writes its address to addrFile and
+// returns the first connection.
+func acceptOne(addrFile string) (net.Conn, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer l.Close()
 	if err := os.WriteFile(addrFile, []byte(l.Addr().String()), 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	c, err := l.Accept()
+	return l.Accept()
+}
+
+func drain(addrFile string) error {
+	c, err := acceptOne(addrFile)
 	if err != nil {
 		return err
 	}
