@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/batchconn"
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 )
 
 // The bridge's syscall batching: a batchconn.Conn sits at the bottom of the
@@ -26,7 +27,7 @@ func batchUnder(c net.Conn) *batchconn.Conn {
 			c = v.halfCloser
 		case *tls.Conn:
 			c = v.NetConn()
-		case readerConn:
+		case ktls.ReaderConn:
 			c = v.Conn
 		case *peekedConn:
 			c = v.Conn

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/rsyncd"
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/tlserr"
 )
@@ -137,7 +138,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, deadline time.Time
 	hello := append([]byte(nil), pc.buf...)
 	in := ko.input(pc)
 	tap := &recordTap{r: in}
-	tc := tls.Server(readerConn{in, tap}, ko.config(s.TLS))
+	tc := tls.Server(ktls.ReaderConn{Conn: in, R: tap}, ko.config(s.TLS))
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	err = tc.HandshakeContext(hctx)
 	cancel()

@@ -298,7 +298,7 @@ func handshakeForKernel(t *testing.T, raw net.Conn, cert tls.Certificate) (*tls.
 	log := &ktls.SecretLog{}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true, KeyLogWriter: log}
 	rr := ktls.NewRecordReader(raw)
-	tc := tls.Server(readerConn{raw, rr}, cfg)
+	tc := tls.Server(ktls.ReaderConn{Conn: raw, R: rr}, cfg)
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
 		t.Fatalf("server handshake: %v", err)

@@ -3,7 +3,6 @@ package tlsbridge
 import (
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 
 	"github.com/rsync-ssl-shim/rsync-ssl-shim/tlsbridge/ktls"
@@ -51,16 +50,8 @@ func (ko *kernelOffer) input(pc *peekedConn) net.Conn {
 	}
 	ko.pc = pc
 	ko.rr = ktls.NewRecordReader(pc)
-	return readerConn{pc, ko.rr}
+	return ktls.ReaderConn{Conn: pc, R: ko.rr}
 }
-
-// readerConn reads through r and does everything else on Conn.
-type readerConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // splitRecord reports whether crypto/tls stopped inside a record, so that
 // client bytes it read would be lost to the kernel.

@@ -58,16 +58,8 @@ func (ko *kernelOffer) wrap(cfg *tls.Config, c net.Conn) (*tls.Config, net.Conn)
 	cfg = cfg.Clone()
 	cfg.KeyLogWriter = ko.log
 	ko.rr = ktls.NewRecordReader(c)
-	return cfg, readerConn{c, ko.rr}
+	return cfg, ktls.ReaderConn{Conn: c, R: ko.rr}
 }
-
-// readerConn reads through r and does everything else on Conn.
-type readerConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // kernelPump moves the session to kernel TLS and copies until the server
 // ends it. handled is false when the session stays in user space (Pump

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"io"
+	"net"
 	"sync"
 )
 
@@ -102,6 +103,15 @@ func (rr *RecordReader) Read(p []byte) (int, error) {
 // AtBoundary reports whether everything read so far ends on a record
 // boundary.
 func (rr *RecordReader) AtBoundary() bool { return rr.hn == 0 && rr.left == 0 }
+
+// ReaderConn reads through R and does everything else on Conn: how
+// crypto/tls is made to read its handshake through a RecordReader.
+type ReaderConn struct {
+	net.Conn
+	R io.Reader
+}
+
+func (c ReaderConn) Read(p []byte) (int, error) { return c.R.Read(p) }
 
 // NewRecordReader reads r a record at a time.
 func NewRecordReader(r io.Reader) *RecordReader { return &RecordReader{r: r} }
