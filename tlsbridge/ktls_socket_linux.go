@@ -13,9 +13,9 @@ import (
 // explainKTLS says what a failed switch means for the admin.
 func explainKTLS(e *ktls.Error) string {
 	switch {
-	case e.Step == "TCP_ULP" && errors.Is(e.Err, unix.ENOENT):
+	case e.NoModule():
 		return noTLSModule
-	case e.Step == "TLS_TX" && errors.Is(e.Err, unix.ENOENT):
+	case e.NoCipher():
 		return "the kernel lacks the AES-GCM cipher for TLS (setsockopt TLS_TX: ENOENT; load the gcm module)"
 	}
 	return "switching the socket to kernel TLS failed: " + e.Error()

@@ -125,9 +125,9 @@ func (c *Conn) kernelReady() (*net.TCPConn, string) {
 // kernelExplain says what a failed switch means for the user.
 func kernelExplain(e *ktls.Error) string {
 	switch {
-	case e.Step == "TCP_ULP" && errors.Is(e.Err, syscall.ENOENT):
+	case e.NoModule():
 		return "the kernel has no tls module (setsockopt TCP_ULP \"tls\": ENOENT; \"modprobe tls\" as root loads it)"
-	case e.Step == "TLS_TX" && errors.Is(e.Err, syscall.ENOENT):
+	case e.NoCipher():
 		return "the kernel lacks the AES-GCM cipher for TLS (setsockopt TLS_TX: ENOENT)"
 	}
 	return "switching the socket to kernel TLS failed: " + e.Error()

@@ -27,15 +27,8 @@ func ReadRecord(rc syscall.RawConn, p []byte) (n int, typ byte, err error) {
 	if rerr != nil {
 		return 0, 0, rerr
 	}
-	typ = RecordApplication
-	msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
-	if perr != nil {
-		return n, 0, perr
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_TLS && m.Header.Type == tlsGetRecordType && len(m.Data) > 0 {
-			typ = m.Data[0]
-		}
+	if typ, err = recordType(oob[:oobn]); err != nil {
+		return n, 0, err
 	}
 	return max(n, 0), typ, nil
 }

@@ -38,6 +38,13 @@ type Error struct {
 func (e *Error) Error() string { return e.Step + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+// NoModule reports that the kernel has no tls module loaded (and this
+// process may not load it).
+func (e *Error) NoModule() bool { return e.Step == "TCP_ULP" && errors.Is(e.Err, unix.ENOENT) }
+
+// NoCipher reports that the kernel lacks the cipher (the gcm module).
+func (e *Error) NoCipher() bool { return e.Step == "TLS_TX" && errors.Is(e.Err, unix.ENOENT) }
+
 // Enable attaches the TLS ULP to the socket and hands the kernel both
 // directions' keys: txSecret is the traffic secret of what this end sends
 // (the server's on a server), rxSecret that of what it receives. Until
@@ -118,20 +125,29 @@ func PendingRecord(rc syscall.RawConn) (typ byte, body []byte, ok bool) {
 		if err != nil || n < 0 {
 			return true
 		}
-		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
-		if perr != nil {
+		var perr error
+		if typ, perr = recordType(oob[:oobn]); perr != nil {
 			return true
-		}
-		typ = RecordApplication
-		for _, m := range msgs {
-			if m.Header.Level == unix.SOL_TLS && m.Header.Type == tlsGetRecordType && len(m.Data) > 0 {
-				typ = m.Data[0]
-			}
 		}
 		body, ok = buf[:n], n > 0 || typ != RecordApplication
 		return true
 	})
 	return typ, body, ok
+}
+
+// recordType reads the record type from recvmsg's control messages: the
+// kernel adds one for every record that is not application data.
+func recordType(oob []byte) (byte, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_TLS && m.Header.Type == tlsGetRecordType && len(m.Data) > 0 {
+			return m.Data[0], nil
+		}
+	}
+	return RecordApplication, nil
 }
 
 // ExpectNoPadding tells the kernel that the peer does not pad its TLS 1.3
